@@ -11,7 +11,9 @@ if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/kernels/arclight_cuda.cu)
   set_target_properties(arclight_cuda PROPERTIES CUDA_STANDARD 17 POSITION_INDEPENDENT_CODE ON)
   target_include_directories(arclight_cuda PUBLIC
     $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}> $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}/arclight-kernels>)
-  target_include_directories(arclight_cuda PRIVATE ${ARCLIGHT_CUDNN_INCLUDE_DIR})
+  # include/ too: the launchers throw arclight::Error (arclight/core/error.hpp) and reuse the CPU validators.
+  target_include_directories(arclight_cuda PRIVATE ${ARCLIGHT_CUDNN_INCLUDE_DIR}
+    $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>)
   target_link_libraries(arclight_cuda PUBLIC CUDA::cudart CUDA::cublas ${ARCLIGHT_CUDNN_LIBRARY})
   target_link_libraries(arclight INTERFACE arclight_cuda)
   install(TARGETS arclight_cuda EXPORT arclightTargets)

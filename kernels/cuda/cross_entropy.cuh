@@ -1,0 +1,736 @@
+// CUDA kernels of the label-smoothing cross-entropy and of the fused ArcMargin → LS-CE head, plus the two
+// composed-path ops (arc_margin_forward / _backward: cosine logits -> class logits and back), which are what
+// the fused kernel is measured against. CPU twins: kernels/cpu/{cross_entropy, arc_margin,
+// arc_margin_cross_entropy}.hpp; the math is kernels/common/{softmax_math, arc_margin_math}.hpp.
+//
+// One "softmax row" engine serves CE forward, CE backward and the fused head (template flags kArc: the input is
+// cosines and the target logit is s·phi(c_y); kSub: sub-centres, a class's cosine is the max of its K). Per row:
+//   head      thread 0 forms the row's constants in double: label check, the margin terms, z_y, phi'(c_y),
+//             the smoothing coefficients (ls_ce_coeffs) and the gradient scale;
+//   pass 1    online softmax (softmax_push / softmax_merge) and Σ w_j z_j over the row, reduced over the
+//             block in a fixed tree; the row loss (ls_ce_row_loss) goes to row_loss[row];
+//   pass 2    (when a gradient is asked) dl/dz_j = gs·(A·p_j − a_j) (ls_ce_grad), times s and phi' for the
+//             fused head, written once.
+// Two row kernels implement it:
+//   streaming  one block per row, the row read from global memory in pass 1 and again in pass 2; runs on every
+//              GPU, any width, sub-centres;
+//   cluster    (sm_90+) a thread-block cluster of C <= 8 blocks per row, each block holding its slice of the
+//              row in registers (kItems per thread); the C partial (max, Σexp, Σwz) are exchanged through
+//              distributed shared memory and merged in rank order by every block (bitwise-identical in all
+//              of them), so the row is read from DRAM exactly once: 4 B read + 4 B written per element.
+// Bad labels: a row whose label is out of range gets a NaN loss and a NaN gradient row (no OOB access).
+// Row losses of mean/sum reductions are summed in row order by one block (deterministic).
+#pragma once
+
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common/arc_margin_math.hpp"
+#include "kernels/common/softmax_math.hpp"
+#include "kernels/cpu/arc_margin.hpp"
+#include "kernels/cpu/cross_entropy.hpp"
+#include "kernels/cuda/common.cuh"
+
+namespace arclight::kernels::cuda {
+
+namespace detail {
+
+// Everything a row kernel needs, passed by value.
+struct RowCeParams {
+  const float* in = nullptr;             // logits [n, classes] or cos [n, classes*k]
+  const std::int64_t* labels = nullptr;  // [n]
+  const float* class_weights = nullptr;  // [classes] or null
+  const float* class_margins = nullptr;  // [classes] or null (arc)
+  const float* grad_loss = nullptr;      // [n] (none) or [1]; null = unit upstream gradient
+  const float* sums = nullptr;           // [2] device: Σ_j w_j, Σ_i w_{y_i} (read only with class weights)
+  float* row_loss = nullptr;             // [n] or null
+  float* grad = nullptr;                 // [n, classes*k] or null
+  std::int64_t n = 0, classes = 0, k = 1;
+  double label_smoothing = 0.0;
+  std::int32_t reduction = 1;
+  // ArcMargin (kArc only)
+  std::int32_t kind = 0;
+  double scale = 1.0, margin = 0.0, additive_margin = 0.0, margin_scale = 1.0;
+  bool easy_margin = false;
+};
+
+// The per-row constants (formed by one thread, shared by the block).
+struct RowHead {
+  float z_y;    // the target's logit (after the margin and scale for the fused head)
+  float dphi;   // d z_y / d(s·c_y) factor: phi'(c_y) for the fused head, 1 otherwise
+  float zscale; // s for the fused head, 1 for plain CE
+  float gs;     // gradient scale of the row (upstream gradient, mean divisor)
+  float sum_w;  // Σ_j w_j
+  LsCeCoeffs<float> co;
+  std::int64_t y;
+  std::int64_t arg_y;  // winning sub-centre of the target
+  int valid;
+};
+
+template <bool kArc, bool kSub>
+__device__ __forceinline__ float class_value(const float* __restrict__ row, std::int64_t j, std::int64_t k,
+                                             std::int64_t* arg) {
+  if constexpr (kSub) {
+    return sub_center_max(row + j * k, k, arg);
+  } else {
+    *arg = 0;
+    return __ldg(row + j);
+  }
+}
+
+template <bool kArc, bool kSub>
+__device__ void row_head(const RowCeParams& P, std::int64_t row, const float* __restrict__ in_row, RowHead* h) {
+  const std::int64_t y = P.labels[row];
+  h->valid = (y >= 0 && y < P.classes) ? 1 : 0;
+  h->y = h->valid ? y : 0;
+  const bool weighted = P.class_weights != nullptr;
+  const double w_y = weighted ? double(P.class_weights[h->y]) : 1.0;
+  const double sum_w = weighted ? double(P.sums[0]) : double(P.classes);
+  std::int64_t arg = 0;
+  const double c_y = double(class_value<kArc, kSub>(in_row, h->y, P.k, &arg));
+  h->arg_y = arg;
+  if constexpr (kArc) {
+    const double m = P.class_margins != nullptr ? double(P.class_margins[h->y]) : P.margin;
+    const ArcMarginTerms<double> t =
+        arc_margin_terms<double>(MarginKind(P.kind), m, P.additive_margin, P.margin_scale, P.easy_margin);
+    h->z_y = float(P.scale * arc_margin_phi(c_y, t));
+    h->dphi = float(arc_margin_phi_grad(c_y, t));
+    h->zscale = float(P.scale);
+  } else {
+    h->z_y = float(c_y);
+    h->dphi = 1.f;
+    h->zscale = 1.f;
+  }
+  const LsCeCoeffs<double> co = ls_ce_coeffs(P.label_smoothing, double(P.classes), w_y, sum_w);
+  h->co = LsCeCoeffs<float>{float(co.on), float(co.off), float(co.total)};
+  h->sum_w = float(sum_w);
+  double gs = 1.0;
+  const Reduction red = Reduction(P.reduction);
+  if (P.grad_loss != nullptr) gs = double(red == Reduction::kNone ? P.grad_loss[row] : P.grad_loss[0]);
+  if (red == Reduction::kMean) gs /= weighted ? double(P.sums[1]) : double(P.n);
+  h->gs = float(gs);
+  if (!h->valid) h->gs = NAN;
+}
+
+// Merge of two online-softmax partials where either may be empty (sum 0: a thread with no columns).
+__device__ __forceinline__ SoftmaxAccumulator<float> acc_merge(SoftmaxAccumulator<float> a,
+                                                              SoftmaxAccumulator<float> b) {
+  if (b.sum == 0.f) return a;
+  if (a.sum == 0.f) return b;
+  return softmax_merge(a, b);
+}
+
+struct RowStats {
+  float max, sum, wz;
+};
+
+// Block-wide merge of every thread's (max, Σexp, Σwz) in a fixed tree; the result is returned to every thread.
+// scratch: >= 3*33 floats of shared memory.
+__device__ __forceinline__ RowStats block_row_stats(SoftmaxAccumulator<float> acc, float wz, float* scratch) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    SoftmaxAccumulator<float> other{__shfl_xor_sync(0xffffffffu, acc.max, o),
+                                    __shfl_xor_sync(0xffffffffu, acc.sum, o)};
+    acc = acc_merge(acc, other);
+    wz += __shfl_xor_sync(0xffffffffu, wz, o);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (lane == 0) {
+    scratch[warp] = acc.max;
+    scratch[33 + warp] = acc.sum;
+    scratch[66 + warp] = wz;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    SoftmaxAccumulator<float> t{scratch[0], scratch[33]};
+    float tw = scratch[66];
+    for (int w = 1; w < warps; ++w) {
+      t = acc_merge(t, SoftmaxAccumulator<float>{scratch[w], scratch[33 + w]});
+      tw += scratch[66 + w];
+    }
+    scratch[32] = t.max;
+    scratch[65] = t.sum;
+    scratch[98] = tw;
+  }
+  __syncthreads();
+  RowStats r{scratch[32], scratch[65], scratch[98]};
+  __syncthreads();
+  return r;
+}
+
+// Logit of column j (the target's comes from the head).
+__device__ __forceinline__ float column_logit(float c, std::int64_t j, const RowHead& h) {
+  return j == h.y ? h.z_y : h.zscale * c;
+}
+
+// Gradient of column j given its logit.
+__device__ __forceinline__ float column_grad(float z, std::int64_t j, float w_j, float shift, const RowHead& h) {
+  const float p = __expf(z - shift);
+  float g = h.gs * h.zscale * ls_ce_grad(h.co, p, w_j, j == h.y);
+  if (j == h.y) g *= h.dphi;
+  return g;
+}
+
+__device__ __forceinline__ float row_loss_value(const RowStats& st, const RowHead& h) {
+  if (!h.valid) return NAN;
+  return ls_ce_row_loss(h.co, logf(st.sum), h.z_y - st.max, st.wz - st.max * h.sum_w);
+}
+
+constexpr int kStreamThreadsWide = 512;
+constexpr int kStreamThreadsNarrow = 128;
+constexpr int kStreamUnroll = 4;
+
+// Streaming row kernel: one block per row (grid-stride over rows).
+template <bool kArc, bool kSub>
+__global__ void __launch_bounds__(kStreamThreadsWide) softmax_row_stream_kernel(RowCeParams P) {
+  __shared__ RowHead head;
+  __shared__ float scratch[99];
+  const std::int64_t kc = P.classes, k = P.k;
+  const int bs = blockDim.x;
+  for (std::int64_t row = blockIdx.x; row < P.n; row += gridDim.x) {
+    const float* __restrict__ in_row = P.in + row * kc * k;
+    if (threadIdx.x == 0) row_head<kArc, kSub>(P, row, in_row, &head);
+    __syncthreads();
+    const RowHead h = head;
+    SoftmaxAccumulator<float> acc{-INFINITY, 0.f};
+    float wz = 0.f;
+    for (std::int64_t j0 = threadIdx.x; j0 < kc; j0 += std::int64_t(bs) * kStreamUnroll) {
+      float c[kStreamUnroll];
+#pragma unroll
+      for (int u = 0; u < kStreamUnroll; ++u) {
+        const std::int64_t j = j0 + std::int64_t(u) * bs;
+        std::int64_t arg;
+        c[u] = j < kc ? class_value<kArc, kSub>(in_row, j, k, &arg) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kStreamUnroll; ++u) {
+        const std::int64_t j = j0 + std::int64_t(u) * bs;
+        if (j < kc) {
+          const float z = column_logit(c[u], j, h);
+          softmax_push(acc, z);
+          wz += (P.class_weights != nullptr ? __ldg(P.class_weights + j) : 1.f) * z;
+        }
+      }
+    }
+    const RowStats st = block_row_stats(acc, wz, scratch);
+    if (threadIdx.x == 0 && P.row_loss != nullptr) P.row_loss[row] = row_loss_value(st, h);
+    if (P.grad != nullptr) {
+      const float shift = st.max + logf(st.sum);
+      float* __restrict__ g_row = P.grad + row * kc * k;
+      for (std::int64_t j0 = threadIdx.x; j0 < kc; j0 += std::int64_t(bs) * kStreamUnroll) {
+        float c[kStreamUnroll];
+        std::int64_t arg[kStreamUnroll];
+#pragma unroll
+        for (int u = 0; u < kStreamUnroll; ++u) {
+          const std::int64_t j = j0 + std::int64_t(u) * bs;
+          arg[u] = 0;
+          c[u] = j < kc ? class_value<kArc, kSub>(in_row, j, k, &arg[u]) : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < kStreamUnroll; ++u) {
+          const std::int64_t j = j0 + std::int64_t(u) * bs;
+          if (j < kc) {
+            const float w_j = P.class_weights != nullptr ? __ldg(P.class_weights + j) : 1.f;
+            const float g = column_grad(column_logit(c[u], j, h), j, w_j, shift, h);
+            if constexpr (kSub) {
+              for (std::int64_t q = 0; q < k; ++q) g_row[j * k + q] = q == arg[u] ? g : 0.f;
+            } else {
+              g_row[j] = g;
+            }
+          }
+        }
+      }
+    }
+    __syncthreads();  // `head` is rewritten for the next row
+  }
+}
+
+constexpr int kClusterThreads = 1024;
+constexpr int kClusterMax = 8;  // the portable cluster size
+
+// Cluster row kernel: blocks blockIdx.x = row*C + rank; block `rank` holds columns
+// [rank*kClusterThreads*kItems, (rank+1)*kClusterThreads*kItems) of the row in registers.
+template <bool kArc, int kItems>
+__global__ void __launch_bounds__(kClusterThreads, 1) softmax_row_cluster_kernel(RowCeParams P) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  const unsigned rank = cluster.block_rank();
+  const unsigned csize = cluster.num_blocks();
+  const std::int64_t row = std::int64_t(blockIdx.x / csize);
+  __shared__ RowHead head;
+  __shared__ float scratch[99];
+  __shared__ float partial[3];  // this block's (max, Σexp, Σwz), read by the whole cluster
+  const std::int64_t kc = P.classes;
+  const float* __restrict__ in_row = P.in + row * kc;
+  if (threadIdx.x == 0) row_head<kArc, false>(P, row, in_row, &head);
+  __syncthreads();
+  const RowHead& h = head;  // read from shared memory: registers are kept for the row slice
+  // Column indices fit in 32 bits: the cluster path is only taken for rows of <= 8*1024*16 classes.
+  const int kc32 = int(kc);
+  const int base = int(rank) * kClusterThreads * kItems + int(threadIdx.x);
+  float z[kItems];
+#pragma unroll
+  for (int u = 0; u < kItems; ++u) {
+    const int j = base + u * kClusterThreads;
+    z[u] = j < kc32 ? __ldg(in_row + j) : 0.f;
+  }
+  SoftmaxAccumulator<float> acc{-INFINITY, 0.f};
+  float wz = 0.f;
+#pragma unroll
+  for (int u = 0; u < kItems; ++u) {
+    const int j = base + u * kClusterThreads;
+    if (j < kc32) {
+      z[u] = column_logit(z[u], j, h);
+      softmax_push(acc, z[u]);
+      wz += (P.class_weights != nullptr ? __ldg(P.class_weights + j) : 1.f) * z[u];
+    }
+  }
+  const RowStats local = block_row_stats(acc, wz, scratch);
+  if (threadIdx.x == 0) {
+    partial[0] = local.max;
+    partial[1] = local.sum;
+    partial[2] = local.wz;
+  }
+  cluster.sync();
+  // Every block merges the C partials in rank order: identical inputs, identical order, identical result.
+  SoftmaxAccumulator<float> t{-INFINITY, 0.f};
+  float twz = 0.f;
+  for (unsigned r = 0; r < csize; ++r) {
+    const float* remote = cluster.map_shared_rank(partial, r);
+    t = acc_merge(t, SoftmaxAccumulator<float>{remote[0], remote[1]});
+    twz += remote[2];
+  }
+  cluster.sync();  // no block may leave (freeing its shared memory) while another still reads it
+  const RowStats st{t.max, t.sum, twz};
+  if (rank == 0 && threadIdx.x == 0 && P.row_loss != nullptr) P.row_loss[row] = row_loss_value(st, h);
+  if (P.grad != nullptr) {
+    const float shift = st.max + logf(st.sum);
+    float* __restrict__ g_row = P.grad + row * kc;
+#pragma unroll
+    for (int u = 0; u < kItems; ++u) {
+      const int j = base + u * kClusterThreads;
+      if (j < kc32) {
+        const float w_j = P.class_weights != nullptr ? __ldg(P.class_weights + j) : 1.f;
+        g_row[j] = column_grad(z[u], j, w_j, shift, h);
+      }
+    }
+  }
+#endif
+}
+
+// One block: Σ_j w_j and Σ_i w_{y_i} (NaN when a label is out of range) into sums[0..1].
+__global__ void ce_weight_sums_kernel(const float* __restrict__ w, std::int64_t classes,
+                                      const std::int64_t* __restrict__ labels, std::int64_t n, float* sums) {
+  __shared__ float scratch[33];
+  float a = 0.f, b = 0.f;
+  for (std::int64_t j = threadIdx.x; j < classes; j += blockDim.x) a += w[j];
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const std::int64_t y = labels[i];
+    b += (y >= 0 && y < classes) ? w[y] : NAN;
+  }
+  a = block_sum(a, scratch);
+  b = block_sum(b, scratch);
+  if (threadIdx.x == 0) {
+    sums[0] = a;
+    sums[1] = b;
+  }
+}
+
+// loss[0] = Σ_i row_loss[i] (sum) or that over the mean divisor (n, or sums[1] with class weights).
+__global__ void ce_finish_kernel(const float* __restrict__ row_loss, std::int64_t n, std::int32_t reduction,
+                                 const float* __restrict__ sums, float* __restrict__ loss) {
+  __shared__ float scratch[33];
+  float acc = 0.f;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += row_loss[i];
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) {
+    if (Reduction(reduction) == Reduction::kMean) acc /= sums != nullptr ? sums[1] : float(n);
+    *loss = acc;
+  }
+}
+
+// ---- composed-path ArcMargin ops ----------------------------------------------------------------------
+
+constexpr int kEltThreads = 256;
+
+inline dim3 row_grid(std::int64_t n, std::int64_t cols) {
+  const std::int64_t bx = ceil_div(cols, kEltThreads);
+  const std::int64_t by = n < 65535 ? n : 65535;
+  return dim3(unsigned(bx < 1 ? 1 : bx), unsigned(by < 1 ? 1 : by));
+}
+
+template <bool kSub>
+__global__ void arc_scale_kernel(const float* __restrict__ cos, std::int64_t n, std::int64_t kc, std::int64_t k,
+                                 float s, float* __restrict__ logits) {
+  const std::int64_t j = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= kc) return;
+  for (std::int64_t row = blockIdx.y; row < n; row += gridDim.y) {
+    std::int64_t arg;
+    logits[row * kc + j] = s * class_value<true, kSub>(cos + row * kc * k, j, k, &arg);
+  }
+}
+
+template <bool kSub>
+__global__ void arc_scale_backward_kernel(const float* __restrict__ cos, const float* __restrict__ grad_logits,
+                                          std::int64_t n, std::int64_t kc, std::int64_t k, float s,
+                                          float* __restrict__ grad_cos) {
+  const std::int64_t j = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= kc) return;
+  for (std::int64_t row = blockIdx.y; row < n; row += gridDim.y) {
+    const float g = s * __ldg(grad_logits + row * kc + j);
+    if constexpr (kSub) {
+      std::int64_t arg;
+      class_value<true, true>(cos + row * kc * k, j, k, &arg);
+      for (std::int64_t q = 0; q < k; ++q) grad_cos[(row * kc + j) * k + q] = q == arg ? g : 0.f;
+    } else {
+      grad_cos[row * kc + j] = g;
+    }
+  }
+}
+
+// One thread per row: the target's logit (forward) or the target's gradient (backward); a row with a bad
+// label is filled with NaN.
+template <bool kSub, bool kBackward>
+__global__ void arc_target_fixup_kernel(RowCeParams P, const float* __restrict__ grad_logits, float* __restrict__ out) {
+  const std::int64_t row = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (row >= P.n) return;
+  const std::int64_t kc = P.classes, k = P.k;
+  const std::int64_t y = P.labels[row];
+  const std::int64_t width = kBackward ? kc * k : kc;
+  if (!(y >= 0 && y < kc)) {
+    for (std::int64_t j = 0; j < width; ++j) out[row * width + j] = NAN;
+    return;
+  }
+  std::int64_t arg;
+  const double c = double(class_value<true, kSub>(P.in + row * kc * k, y, k, &arg));
+  const double m = P.class_margins != nullptr ? double(P.class_margins[y]) : P.margin;
+  const ArcMarginTerms<double> t =
+      arc_margin_terms<double>(MarginKind(P.kind), m, P.additive_margin, P.margin_scale, P.easy_margin);
+  if constexpr (kBackward) {
+    out[row * width + y * k + arg] = float(P.scale * double(grad_logits[row * kc + y]) * arc_margin_phi_grad(c, t));
+  } else {
+    out[row * width + y] = float(P.scale * arc_margin_phi(c, t));
+  }
+}
+
+// ---- host-side plumbing ------------------------------------------------------------------------------
+
+inline void fill_arc(RowCeParams& P, const ArcMarginConfig& c, const float* class_margins) {
+  P.kind = std::int32_t(c.kind);
+  P.scale = c.scale;
+  P.margin = c.margin;
+  P.additive_margin = c.additive_margin;
+  P.margin_scale = c.margin_scale;
+  P.easy_margin = c.easy_margin;
+  P.class_margins = class_margins;
+}
+
+// Validates a config without touching device data (labels, weights and margins are checked on the device).
+inline void validate_arc(const char* op, const ArcMarginShape& s, const ArcMarginConfig& c) {
+  ARCLIGHT_CHECK(s.n >= 0, op, "expected n >= 0 rows, got n=", s.n);
+  cpu::detail::arc_margin_validate<float>(op, ArcMarginShape{0, s.classes, s.sub_centers}, c, nullptr, nullptr);
+}
+inline void validate_ce(const char* op, const CrossEntropyShape& s, const CrossEntropyConfig& c) {
+  ARCLIGHT_CHECK(s.n >= 0, op, "expected n >= 0 rows, got n=", s.n);
+  cpu::detail::cross_entropy_validate<float>(op, CrossEntropyShape{0, s.classes}, c, nullptr, nullptr);
+}
+
+// Cluster launch geometry for `classes`-wide rows: items per thread and blocks per row (0 = not possible).
+struct ClusterPlan {
+  int items = 0;
+  int blocks = 0;
+};
+
+inline ClusterPlan cluster_plan(std::int64_t classes) {
+  for (int items : {4, 8, 16}) {
+    const std::int64_t cap = std::int64_t(kClusterThreads) * items;
+    const std::int64_t blocks = ceil_div(classes, cap);
+    if (blocks <= kClusterMax) return ClusterPlan{items, int(blocks < 1 ? 1 : blocks)};
+  }
+  return {};
+}
+
+template <bool kArc, int kItems>
+void launch_cluster(const RowCeParams& P, int blocks, Stream stream, const char* op) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(P.n * blocks), 1, 1);
+  cfg.blockDim = dim3(kClusterThreads, 1, 1);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(blocks);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  check_cuda(cudaLaunchKernelEx(&cfg, softmax_row_cluster_kernel<kArc, kItems>, P), op,
+             "cudaLaunchKernelEx(cluster row kernel)");
+}
+
+template <bool kArc, int kItems>
+bool cluster_fits(int blocks) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(blocks), 1, 1);
+  cfg.blockDim = dim3(kClusterThreads, 1, 1);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(blocks);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  const cudaError_t st = cudaOccupancyMaxActiveClusters(&clusters, softmax_row_cluster_kernel<kArc, kItems>, &cfg);
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return clusters > 0;
+}
+
+inline int current_major() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
+                                               cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return major;
+}
+
+template <bool kArc>
+bool cluster_possible(std::int64_t classes, std::int64_t sub_centers) {
+  if (sub_centers != 1 || current_major() < 9) return false;
+  const ClusterPlan plan = cluster_plan(classes);
+  switch (plan.items) {
+    case 4:
+      return cluster_fits<kArc, 4>(plan.blocks);
+    case 8:
+      return cluster_fits<kArc, 8>(plan.blocks);
+    case 16:
+      return cluster_fits<kArc, 16>(plan.blocks);
+    default:
+      return false;
+  }
+}
+
+// Below this width a row fits in L1/L2 anyway and the streaming kernel is as fast.
+constexpr std::int64_t kClusterMinClasses = 8192;
+
+template <bool kArc>
+void run_rows(const RowCeParams& P, RowPath path, const char* op, Stream stream) {
+  if (P.n == 0) return;
+  bool cluster = false;
+  if (path == RowPath::kCluster) {
+    ARCLIGHT_CHECK(cluster_possible<kArc>(P.classes, P.k), op, "the cluster row kernel cannot run ", P.classes,
+                   "-wide rows with ", P.k, " sub-centres on this device (needs sm_90+, no sub-centres, <= ",
+                   kClusterMax * kClusterThreads * 16, " classes)");
+    cluster = true;
+  } else if (path == RowPath::kAuto) {
+    cluster = P.classes >= kClusterMinClasses && cluster_possible<kArc>(P.classes, P.k);
+  }
+  if (cluster) {
+    const ClusterPlan plan = cluster_plan(P.classes);
+    if (plan.items == 4) launch_cluster<kArc, 4>(P, plan.blocks, stream, op);
+    if (plan.items == 8) launch_cluster<kArc, 8>(P, plan.blocks, stream, op);
+    if (plan.items == 16) launch_cluster<kArc, 16>(P, plan.blocks, stream, op);
+    return;
+  }
+  const int threads = P.classes * P.k >= 4096 ? kStreamThreadsWide : kStreamThreadsNarrow;
+  const unsigned grid = unsigned(P.n < (1ll << 30) ? P.n : (1ll << 30));
+  if (P.k == 1) {
+    softmax_row_stream_kernel<kArc, false><<<grid, threads, 0, stream>>>(P);
+  } else {
+    softmax_row_stream_kernel<kArc, true><<<grid, threads, 0, stream>>>(P);
+  }
+  check_launch(op);
+}
+
+// The common driver of the four CE-family launchers.
+template <bool kArc>
+void softmax_rows(const char* op, RowCeParams P, const CrossEntropyConfig& ce, float* loss, float* workspace,
+                  RowPath path, Stream stream) {
+  P.label_smoothing = ce.label_smoothing;
+  P.reduction = std::int32_t(ce.reduction);
+  const bool want_loss = loss != nullptr;
+  if (P.n == 0) {
+    if (want_loss && ce.reduction != Reduction::kNone) {
+      const float v = ce.reduction == Reduction::kSum ? 0.f : NAN;
+      check_cuda(cudaMemcpyAsync(loss, &v, sizeof(float), cudaMemcpyHostToDevice, stream), op, "cudaMemcpyAsync");
+      check_cuda(cudaStreamSynchronize(stream), op, "cudaStreamSynchronize");  // &v is a stack value
+    }
+    return;
+  }
+  ARCLIGHT_CHECK(P.in != nullptr && P.labels != nullptr, op, "expected non-null input and labels");
+  ARCLIGHT_CHECK(workspace != nullptr, op, "expected a workspace of ", cross_entropy_workspace_floats(P.n),
+                 " floats, got null");
+  float* sums = workspace + P.n;
+  if (P.class_weights != nullptr) {
+    ce_weight_sums_kernel<<<1, 1024, 0, stream>>>(P.class_weights, P.classes, P.labels, P.n, sums);
+    check_launch(op);
+    P.sums = sums;
+  }
+  if (want_loss) P.row_loss = ce.reduction == Reduction::kNone ? loss : workspace;
+  run_rows<kArc>(P, path, op, stream);
+  if (want_loss && ce.reduction != Reduction::kNone) {
+    ce_finish_kernel<<<1, 1024, 0, stream>>>(workspace, P.n, P.reduction,
+                                             P.class_weights != nullptr ? sums : nullptr, loss);
+    check_launch(op);
+  }
+}
+
+}  // namespace detail
+
+bool row_cluster_supported(std::int64_t classes, std::int64_t sub_centers) {
+  return detail::cluster_possible<true>(classes, sub_centers) && detail::cluster_possible<false>(classes, sub_centers);
+}
+
+std::int64_t cross_entropy_workspace_floats(std::int64_t n) { return (n > 0 ? n : 0) + 2; }
+
+void cross_entropy_forward(const CrossEntropyShape& shape, const CrossEntropyConfig& cfg, const float* logits,
+                           const std::int64_t* labels, const float* class_weights, float* loss, float* workspace,
+                           Stream stream, RowPath path) {
+  const char* op = "cuda::cross_entropy_forward";
+  detail::validate_ce(op, shape, cfg);
+  ARCLIGHT_CHECK(loss != nullptr, op, "expected a non-null loss output");
+  detail::RowCeParams P;
+  P.in = logits;
+  P.labels = labels;
+  P.class_weights = class_weights;
+  P.n = shape.n;
+  P.classes = shape.classes;
+  detail::softmax_rows<false>(op, P, cfg, loss, workspace, path, stream);
+}
+
+void cross_entropy_backward(const CrossEntropyShape& shape, const CrossEntropyConfig& cfg, const float* logits,
+                            const std::int64_t* labels, const float* class_weights, const float* grad_loss,
+                            float* grad_logits, float* workspace, Stream stream, RowPath path) {
+  const char* op = "cuda::cross_entropy_backward";
+  detail::validate_ce(op, shape, cfg);
+  if (shape.n == 0) return;
+  ARCLIGHT_CHECK(grad_loss != nullptr && grad_logits != nullptr, op, "expected non-null grad_loss and grad_logits");
+  detail::RowCeParams P;
+  P.in = logits;
+  P.labels = labels;
+  P.class_weights = class_weights;
+  P.grad_loss = grad_loss;
+  P.grad = grad_logits;
+  P.n = shape.n;
+  P.classes = shape.classes;
+  detail::softmax_rows<false>(op, P, cfg, nullptr, workspace, path, stream);
+}
+
+void arc_margin_forward(const ArcMarginShape& shape, const ArcMarginConfig& cfg, const float* cos,
+                        const std::int64_t* labels, const float* class_margins, float* logits, Stream stream) {
+  const char* op = "cuda::arc_margin_forward";
+  detail::validate_arc(op, shape, cfg);
+  if (shape.n == 0) return;
+  ARCLIGHT_CHECK(cos != nullptr && labels != nullptr && logits != nullptr, op,
+                 "expected non-null cos, labels and logits");
+  const dim3 grid = detail::row_grid(shape.n, shape.classes);
+  if (shape.sub_centers == 1) {
+    detail::arc_scale_kernel<false><<<grid, detail::kEltThreads, 0, stream>>>(cos, shape.n, shape.classes, 1,
+                                                                              float(cfg.scale), logits);
+  } else {
+    detail::arc_scale_kernel<true><<<grid, detail::kEltThreads, 0, stream>>>(cos, shape.n, shape.classes,
+                                                                             shape.sub_centers, float(cfg.scale), logits);
+  }
+  detail::check_launch(op);
+  detail::RowCeParams P;
+  P.in = cos;
+  P.labels = labels;
+  P.n = shape.n;
+  P.classes = shape.classes;
+  P.k = shape.sub_centers;
+  detail::fill_arc(P, cfg, class_margins);
+  const unsigned blocks = unsigned(detail::ceil_div(shape.n, 128));
+  if (shape.sub_centers == 1) {
+    detail::arc_target_fixup_kernel<false, false><<<blocks, 128, 0, stream>>>(P, nullptr, logits);
+  } else {
+    detail::arc_target_fixup_kernel<true, false><<<blocks, 128, 0, stream>>>(P, nullptr, logits);
+  }
+  detail::check_launch(op);
+}
+
+void arc_margin_backward(const ArcMarginShape& shape, const ArcMarginConfig& cfg, const float* cos,
+                         const std::int64_t* labels, const float* class_margins, const float* grad_logits,
+                         float* grad_cos, Stream stream) {
+  const char* op = "cuda::arc_margin_backward";
+  detail::validate_arc(op, shape, cfg);
+  if (shape.n == 0) return;
+  ARCLIGHT_CHECK(cos != nullptr && labels != nullptr && grad_logits != nullptr && grad_cos != nullptr, op,
+                 "expected non-null cos, labels, grad_logits and grad_cos");
+  const dim3 grid = detail::row_grid(shape.n, shape.classes);
+  if (shape.sub_centers == 1) {
+    detail::arc_scale_backward_kernel<false><<<grid, detail::kEltThreads, 0, stream>>>(
+        cos, grad_logits, shape.n, shape.classes, 1, float(cfg.scale), grad_cos);
+  } else {
+    detail::arc_scale_backward_kernel<true><<<grid, detail::kEltThreads, 0, stream>>>(
+        cos, grad_logits, shape.n, shape.classes, shape.sub_centers, float(cfg.scale), grad_cos);
+  }
+  detail::check_launch(op);
+  detail::RowCeParams P;
+  P.in = cos;
+  P.labels = labels;
+  P.n = shape.n;
+  P.classes = shape.classes;
+  P.k = shape.sub_centers;
+  detail::fill_arc(P, cfg, class_margins);
+  const unsigned blocks = unsigned(detail::ceil_div(shape.n, 128));
+  if (shape.sub_centers == 1) {
+    detail::arc_target_fixup_kernel<false, true><<<blocks, 128, 0, stream>>>(P, grad_logits, grad_cos);
+  } else {
+    detail::arc_target_fixup_kernel<true, true><<<blocks, 128, 0, stream>>>(P, grad_logits, grad_cos);
+  }
+  detail::check_launch(op);
+}
+
+void arc_margin_cross_entropy_forward(const ArcMarginShape& shape, const ArcMarginConfig& arc_cfg,
+                                      const CrossEntropyConfig& ce_cfg, const float* cos, const std::int64_t* labels,
+                                      const float* class_margins, const float* class_weights, float* loss,
+                                      float* grad_cos, float* workspace, Stream stream, RowPath path) {
+  const char* op = "cuda::arc_margin_cross_entropy_forward";
+  detail::validate_arc(op, shape, arc_cfg);
+  detail::validate_ce(op, CrossEntropyShape{shape.n, shape.classes}, ce_cfg);
+  ARCLIGHT_CHECK(loss != nullptr, op, "expected a non-null loss output");
+  detail::RowCeParams P;
+  P.in = cos;
+  P.labels = labels;
+  P.class_weights = class_weights;
+  P.grad = grad_cos;
+  P.n = shape.n;
+  P.classes = shape.classes;
+  P.k = shape.sub_centers;
+  detail::fill_arc(P, arc_cfg, class_margins);
+  detail::softmax_rows<true>(op, P, ce_cfg, loss, workspace, path, stream);
+}
+
+void arc_margin_cross_entropy_backward(const ArcMarginShape& shape, const ArcMarginConfig& arc_cfg,
+                                       const CrossEntropyConfig& ce_cfg, const float* cos,
+                                       const std::int64_t* labels, const float* class_margins,
+                                       const float* class_weights, const float* grad_loss, float* grad_cos,
+                                       float* workspace, Stream stream, RowPath path) {
+  const char* op = "cuda::arc_margin_cross_entropy_backward";
+  detail::validate_arc(op, shape, arc_cfg);
+  detail::validate_ce(op, CrossEntropyShape{shape.n, shape.classes}, ce_cfg);
+  if (shape.n == 0) return;
+  ARCLIGHT_CHECK(grad_loss != nullptr && grad_cos != nullptr, op, "expected non-null grad_loss and grad_cos");
+  detail::RowCeParams P;
+  P.in = cos;
+  P.labels = labels;
+  P.class_weights = class_weights;
+  P.grad_loss = grad_loss;
+  P.grad = grad_cos;
+  P.n = shape.n;
+  P.classes = shape.classes;
+  P.k = shape.sub_centers;
+  detail::fill_arc(P, arc_cfg, class_margins);
+  detail::softmax_rows<true>(op, P, ce_cfg, nullptr, workspace, path, stream);
+}
+
+}  // namespace arclight::kernels::cuda
