@@ -47,7 +47,9 @@ struct LoaderOptions {
   bool shuffle = true;
   bool drop_last = false;
   std::uint64_t seed = 0;
-  std::size_t prefetch_batches = 4;  // bounded queue: batches built ahead of the consumer
+  // Bounded queue: at most this many batches are built (or being built) ahead of the consumer. Workers
+  // build whole batches, so keep it >= num_workers or some workers idle.
+  std::size_t prefetch_batches = 4;
   UnreadablePolicy on_unreadable = UnreadablePolicy::fail;
   // Receives one line per skipped sample (default: std::cerr); called from worker threads, one at a time.
   std::function<void(const std::string&)> log;
