@@ -207,7 +207,7 @@ if (( BUILD_RC == 0 )); then
   if [ -n "$SAN" ] && [ -n "$GPU_NAME" ]; then
     run_step "compute-sanitizer memcheck" 150 "$LOG/sanitizer.log" "$SAN" --tool memcheck --error-exitcode 3 \
       --leak-check no "$TEST_EXE" --gtest_color=no \
-      --gtest_filter='CudaRuntime.*:Shapes/CudaGem.*/0:Shapes/CudaGem.*/6:CudaGemEdge.*:CudaRowsEdge.*:Rows/CudaRows.*/n16_c1000*:Rows/CudaRows.*/n7_c300*:Rows/CudaRows.*/n6_c20000*:CudaSchedule.*:CudaOptim.SgdVariantsMatchCpu'
+      --gtest_filter='CudaRuntime.*:Shapes/CudaGem.*/0:Shapes/CudaGem.*/6:Shapes/CudaGem.*/9:Shapes/CudaGem.*/10:Shapes/CudaGem.*/11:Rows/CudaRows.*/*_off*:CudaGemEdge.*:CudaRowsEdge.*:Rows/CudaRows.*/n16_c1000*:Rows/CudaRows.*/n7_c300*:Rows/CudaRows.*/n6_c20000*:CudaSchedule.*:CudaOptim.SgdVariantsMatchCpu'
   else
     STEPS+=("compute-sanitizer memcheck|skipped (${SAN:+no GPU}${SAN:-not installed})|0")
   fi

@@ -11,18 +11,18 @@
 //             block in a fixed tree; the row loss (ls_ce_row_loss) goes to row_loss[row];
 //   pass 2    (when a gradient is asked) dl/dz_j = gs·(A·p_j − a_j) (ls_ce_grad), times s and phi' for the
 //             fused head, written once.
-// Two row kernels implement it:
-//   streaming  one block per row, the row read from global memory in pass 1 and again in pass 2; runs on every
-//              GPU, any width, sub-centres;
-//   cluster    (sm_90+) a thread-block cluster of C <= 8 blocks per row, each block holding its slice of the
-//              row in registers (kItems per thread); the C partial (max, Σexp, Σwz) are exchanged through
-//              distributed shared memory and merged in rank order by every block (bitwise-identical in all
-//              of them), so the row is read from DRAM exactly once: 4 B read + 4 B written per element.
+// One block per row (grid-stride over rows) implements it; pass 1 reads the row front to back and pass 2
+// re-reads it BACK TO FRONT, so the first columns pass 2 needs are the ones pass 1 read last (the most likely to
+// still be in L2; a 100k-class row is 400 KB and a GPU keeps a hundred or more rows in flight). Plain rows
+// (no sub-centres) take the vectorised kernel: float4 loads and stores on the 16-byte-aligned body of the row
+// (a scalar head and tail handle any misalignment and widths that are not a multiple of 4), kStreamVec float4
+// loads in flight per thread. Sub-centre rows take the scalar kernel (each class reads K cosines).
+// (An earlier sm_90 thread-block-cluster kernel that held the row in registers measured 2-4x slower than
+// streaming on an H100 and was removed.)
 // Bad labels: a row whose label is out of range gets a NaN loss and a NaN gradient row (no OOB access).
 // Row losses of mean/sum reductions are summed in row order by one block (deterministic).
 #pragma once
 
-#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -248,78 +248,103 @@ __global__ void __launch_bounds__(kStreamThreadsWide) softmax_row_stream_kernel(
   }
 }
 
-constexpr int kClusterThreads = 1024;
-constexpr int kClusterMax = 8;  // the portable cluster size
+constexpr int kStreamVec = 4;  // float4 loads in flight per thread per round (64 bytes)
 
-// Cluster row kernel: blocks blockIdx.x = row*C + rank; block `rank` holds columns
-// [rank*kClusterThreads*kItems, (rank+1)*kClusterThreads*kItems) of the row in registers.
-template <bool kArc, int kItems>
-__global__ void __launch_bounds__(kClusterThreads, 1) softmax_row_cluster_kernel(RowCeParams P) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const unsigned rank = cluster.block_rank();
-  const unsigned csize = cluster.num_blocks();
-  const std::int64_t row = std::int64_t(blockIdx.x / csize);
+// Vectorised row kernel for plain rows (k == 1): one block per row.
+template <bool kArc>
+__global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(RowCeParams P) {
   __shared__ RowHead head;
   __shared__ float scratch[99];
-  __shared__ float partial[3];  // this block's (max, Σexp, Σwz), read by the whole cluster
   const std::int64_t kc = P.classes;
-  const float* __restrict__ in_row = P.in + row * kc;
-  if (threadIdx.x == 0) row_head<kArc, false>(P, row, in_row, &head);
-  __syncthreads();
-  const RowHead& h = head;  // read from shared memory: registers are kept for the row slice
-  // Column indices fit in 32 bits: the cluster path is only taken for rows of <= 8*1024*16 classes.
-  const int kc32 = int(kc);
-  const int base = int(rank) * kClusterThreads * kItems + int(threadIdx.x);
-  float z[kItems];
+  const std::int64_t bs = blockDim.x;
+  const std::int64_t tid = threadIdx.x;
+  const float* __restrict__ wts = P.class_weights;
+  for (std::int64_t row = blockIdx.x; row < P.n; row += gridDim.x) {
+    const float* __restrict__ in_row = P.in + row * kc;
+    if (threadIdx.x == 0) row_head<kArc, false>(P, row, in_row, &head);
+    __syncthreads();
+    const RowHead h = head;
+    // Columns [0, lead) and [tail0, kc) are scalar; [lead, tail0) is n4 aligned float4s.
+    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(in_row);
+    std::int64_t lead = std::int64_t(((16u - (addr & 15u)) & 15u) >> 2);
+    if (lead > kc) lead = kc;
+    const std::int64_t n4 = (kc - lead) >> 2;
+    const std::int64_t tail0 = lead + 4 * n4;
+    const float4* __restrict__ in4 = reinterpret_cast<const float4*>(in_row + lead);
+    const std::int64_t round = bs * kStreamVec;
+    const std::int64_t rounds = (n4 + round - 1) / round;
+
+    SoftmaxAccumulator<float> acc{-INFINITY, 0.f};
+    float wz = 0.f;
+    auto push = [&](float c, std::int64_t j) {
+      const float z = column_logit(c, j, h);
+      softmax_push(acc, z);
+      wz += (wts != nullptr ? __ldg(wts + j) : 1.f) * z;
+    };
+    for (std::int64_t j = tid; j < lead; j += bs) push(__ldg(in_row + j), j);
+    for (std::int64_t r = 0; r < rounds; ++r) {
+      const std::int64_t i0 = r * round + tid;
+      float4 v[kStreamVec];
 #pragma unroll
-  for (int u = 0; u < kItems; ++u) {
-    const int j = base + u * kClusterThreads;
-    z[u] = j < kc32 ? __ldg(in_row + j) : 0.f;
-  }
-  SoftmaxAccumulator<float> acc{-INFINITY, 0.f};
-  float wz = 0.f;
+      for (int u = 0; u < kStreamVec; ++u) {
+        const std::int64_t i = i0 + std::int64_t(u) * bs;
+        v[u] = i < n4 ? __ldg(in4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
 #pragma unroll
-  for (int u = 0; u < kItems; ++u) {
-    const int j = base + u * kClusterThreads;
-    if (j < kc32) {
-      z[u] = column_logit(z[u], j, h);
-      softmax_push(acc, z[u]);
-      wz += (P.class_weights != nullptr ? __ldg(P.class_weights + j) : 1.f) * z[u];
-    }
-  }
-  const RowStats local = block_row_stats(acc, wz, scratch);
-  if (threadIdx.x == 0) {
-    partial[0] = local.max;
-    partial[1] = local.sum;
-    partial[2] = local.wz;
-  }
-  cluster.sync();
-  // Every block merges the C partials in rank order: identical inputs, identical order, identical result.
-  SoftmaxAccumulator<float> t{-INFINITY, 0.f};
-  float twz = 0.f;
-  for (unsigned r = 0; r < csize; ++r) {
-    const float* remote = cluster.map_shared_rank(partial, r);
-    t = acc_merge(t, SoftmaxAccumulator<float>{remote[0], remote[1]});
-    twz += remote[2];
-  }
-  cluster.sync();  // no block may leave (freeing its shared memory) while another still reads it
-  const RowStats st{t.max, t.sum, twz};
-  if (rank == 0 && threadIdx.x == 0 && P.row_loss != nullptr) P.row_loss[row] = row_loss_value(st, h);
-  if (P.grad != nullptr) {
-    const float shift = st.max + logf(st.sum);
-    float* __restrict__ g_row = P.grad + row * kc;
-#pragma unroll
-    for (int u = 0; u < kItems; ++u) {
-      const int j = base + u * kClusterThreads;
-      if (j < kc32) {
-        const float w_j = P.class_weights != nullptr ? __ldg(P.class_weights + j) : 1.f;
-        g_row[j] = column_grad(z[u], j, w_j, shift, h);
+      for (int u = 0; u < kStreamVec; ++u) {
+        const std::int64_t i = i0 + std::int64_t(u) * bs;
+        if (i < n4) {
+          const std::int64_t j = lead + 4 * i;
+          push(v[u].x, j);
+          push(v[u].y, j + 1);
+          push(v[u].z, j + 2);
+          push(v[u].w, j + 3);
+        }
       }
     }
+    for (std::int64_t j = tail0 + tid; j < kc; j += bs) push(__ldg(in_row + j), j);
+
+    const RowStats st = block_row_stats(acc, wz, scratch);
+    if (threadIdx.x == 0 && P.row_loss != nullptr) P.row_loss[row] = row_loss_value(st, h);
+    if (P.grad != nullptr) {
+      const float shift = st.max + logf(st.sum);
+      float* __restrict__ g_row = P.grad + row * kc;
+      // float4 stores when the gradient row has the same alignment as the input row.
+      const bool vec_out = ((reinterpret_cast<std::uintptr_t>(g_row) - addr) & 15u) == 0;
+      auto grad_of = [&](float c, std::int64_t j) {
+        return column_grad(column_logit(c, j, h), j, wts != nullptr ? __ldg(wts + j) : 1.f, shift, h);
+      };
+      for (std::int64_t j = tail0 + tid; j < kc; j += bs) g_row[j] = grad_of(__ldg(in_row + j), j);
+      for (std::int64_t r = rounds - 1; r >= 0; --r) {  // back to front: the L2-warm end of the row first
+        const std::int64_t i0 = r * round + tid;
+        float4 v[kStreamVec];
+#pragma unroll
+        for (int u = 0; u < kStreamVec; ++u) {
+          const std::int64_t i = i0 + std::int64_t(u) * bs;
+          v[u] = i < n4 ? __ldg(in4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < kStreamVec; ++u) {
+          const std::int64_t i = i0 + std::int64_t(u) * bs;
+          if (i < n4) {
+            const std::int64_t j = lead + 4 * i;
+            const float4 gv = make_float4(grad_of(v[u].x, j), grad_of(v[u].y, j + 1), grad_of(v[u].z, j + 2),
+                                          grad_of(v[u].w, j + 3));
+            if (vec_out) {
+              reinterpret_cast<float4*>(g_row + lead)[i] = gv;
+            } else {
+              g_row[j] = gv.x;
+              g_row[j + 1] = gv.y;
+              g_row[j + 2] = gv.z;
+              g_row[j + 3] = gv.w;
+            }
+          }
+        }
+      }
+      for (std::int64_t j = tid; j < lead; j += bs) g_row[j] = grad_of(__ldg(in_row + j), j);
+    }
+    __syncthreads();  // `head` is rewritten for the next row
   }
-#endif
 }
 
 // One block: Σ_j w_j and Σ_i w_{y_i} (NaN when a label is out of range) into sums[0..1].
@@ -439,112 +464,14 @@ inline void validate_ce(const char* op, const CrossEntropyShape& s, const CrossE
   cpu::detail::cross_entropy_validate<float>(op, CrossEntropyShape{0, s.classes}, c, nullptr, nullptr);
 }
 
-// Cluster launch geometry for `classes`-wide rows: items per thread and blocks per row (0 = not possible).
-struct ClusterPlan {
-  int items = 0;
-  int blocks = 0;
-};
-
-inline ClusterPlan cluster_plan(std::int64_t classes) {
-  for (int items : {4, 8, 16}) {
-    const std::int64_t cap = std::int64_t(kClusterThreads) * items;
-    const std::int64_t blocks = ceil_div(classes, cap);
-    if (blocks <= kClusterMax) return ClusterPlan{items, int(blocks < 1 ? 1 : blocks)};
-  }
-  return {};
-}
-
-template <bool kArc, int kItems>
-void launch_cluster(const RowCeParams& P, int blocks, Stream stream, const char* op) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(P.n * blocks), 1, 1);
-  cfg.blockDim = dim3(kClusterThreads, 1, 1);
-  cfg.dynamicSmemBytes = 0;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(blocks);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  check_cuda(cudaLaunchKernelEx(&cfg, softmax_row_cluster_kernel<kArc, kItems>, P), op,
-             "cudaLaunchKernelEx(cluster row kernel)");
-}
-
-template <bool kArc, int kItems>
-bool cluster_fits(int blocks) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(blocks), 1, 1);
-  cfg.blockDim = dim3(kClusterThreads, 1, 1);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(blocks);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  const cudaError_t st = cudaOccupancyMaxActiveClusters(&clusters, softmax_row_cluster_kernel<kArc, kItems>, &cfg);
-  if (st != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return clusters > 0;
-}
-
-inline int current_major() {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) !=
-                                               cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return major;
-}
-
-template <bool kArc>
-bool cluster_possible(std::int64_t classes, std::int64_t sub_centers) {
-  if (sub_centers != 1 || current_major() < 9) return false;
-  const ClusterPlan plan = cluster_plan(classes);
-  switch (plan.items) {
-    case 4:
-      return cluster_fits<kArc, 4>(plan.blocks);
-    case 8:
-      return cluster_fits<kArc, 8>(plan.blocks);
-    case 16:
-      return cluster_fits<kArc, 16>(plan.blocks);
-    default:
-      return false;
-  }
-}
-
-// Below this width a row fits in L1/L2 anyway and the streaming kernel is as fast.
-constexpr std::int64_t kClusterMinClasses = 8192;
-
 template <bool kArc>
 void run_rows(const RowCeParams& P, RowPath path, const char* op, Stream stream) {
   if (P.n == 0) return;
-  bool cluster = false;
-  if (path == RowPath::kCluster) {
-    ARCLIGHT_CHECK(cluster_possible<kArc>(P.classes, P.k), op, "the cluster row kernel cannot run ", P.classes,
-                   "-wide rows with ", P.k, " sub-centres on this device (needs sm_90+, no sub-centres, <= ",
-                   kClusterMax * kClusterThreads * 16, " classes)");
-    cluster = true;
-  } else if (path == RowPath::kAuto) {
-    cluster = P.classes >= kClusterMinClasses && cluster_possible<kArc>(P.classes, P.k);
-  }
-  if (cluster) {
-    const ClusterPlan plan = cluster_plan(P.classes);
-    if (plan.items == 4) launch_cluster<kArc, 4>(P, plan.blocks, stream, op);
-    if (plan.items == 8) launch_cluster<kArc, 8>(P, plan.blocks, stream, op);
-    if (plan.items == 16) launch_cluster<kArc, 16>(P, plan.blocks, stream, op);
-    return;
-  }
+  (void)path;  // validated by softmax_rows; every path is the streaming kernel today
   const int threads = P.classes * P.k >= 4096 ? kStreamThreadsWide : kStreamThreadsNarrow;
   const unsigned grid = unsigned(P.n < (1ll << 30) ? P.n : (1ll << 30));
   if (P.k == 1) {
-    softmax_row_stream_kernel<kArc, false><<<grid, threads, 0, stream>>>(P);
+    softmax_row_vec_kernel<kArc><<<grid, threads, 0, stream>>>(P);
   } else {
     softmax_row_stream_kernel<kArc, true><<<grid, threads, 0, stream>>>(P);
   }
@@ -555,6 +482,8 @@ void run_rows(const RowCeParams& P, RowPath path, const char* op, Stream stream)
 template <bool kArc>
 void softmax_rows(const char* op, RowCeParams P, const CrossEntropyConfig& ce, float* loss, float* workspace,
                   RowPath path, Stream stream) {
+  ARCLIGHT_CHECK(path == RowPath::kAuto || path == RowPath::kStreaming, op, "unknown row path ", int(path),
+                 " (expected kAuto or kStreaming)");
   P.label_smoothing = ce.label_smoothing;
   P.reduction = std::int32_t(ce.reduction);
   const bool want_loss = loss != nullptr;
@@ -585,10 +514,6 @@ void softmax_rows(const char* op, RowCeParams P, const CrossEntropyConfig& ce, f
 }
 
 }  // namespace detail
-
-bool row_cluster_supported(std::int64_t classes, std::int64_t sub_centers) {
-  return detail::cluster_possible<true>(classes, sub_centers) && detail::cluster_possible<false>(classes, sub_centers);
-}
 
 std::int64_t cross_entropy_workspace_floats(std::int64_t n) { return (n > 0 ? n : 0) + 2; }
 

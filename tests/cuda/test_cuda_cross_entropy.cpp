@@ -1,8 +1,9 @@
 // Label-smoothing CE, the composed ArcMargin ops and the fused ArcMargin → LS-CE on the GPU
 // (kernels/cuda/cross_entropy.cuh) against the CPU kernels run in double (kernels/cpu/{cross_entropy,
 // arc_margin, arc_margin_cross_entropy}.hpp), on fresh random inputs with NaN-filled outputs. Every case runs
-// on both row kernels: streaming (everywhere) and cluster (sm_90+, skipped with a message elsewhere), at
-// widths from 7 to 100 000 classes.
+// through the production path (RowPath::kAuto) and the explicitly forced streaming path, at widths from 7 to
+// 100 000 classes — multiples of 4 (the float4 body of the vectorised kernel) and odd widths (its scalar head
+// and tail) — and with input/gradient pointers deliberately offset from 16-byte alignment.
 #include <cstring>
 #include <ostream>
 #include <string>
@@ -30,20 +31,25 @@ struct RowCase {
   ak::MarginKind kind;
   bool easy;
   bool class_margins;
+  int in_offset = 0;    // floats the input starts past a 256-byte-aligned allocation
+  int grad_offset = 0;  // floats the gradient output starts past its allocation
 };
 
 std::string name(const RowCase& c) {
   return "n" + std::to_string(c.n) + "_c" + std::to_string(c.classes) + "_k" + std::to_string(c.k) + "_ls" +
          std::to_string(int(c.smoothing * 100)) + "_r" + std::to_string(int(c.reduction)) + (c.weighted ? "_w" : "") +
-         (c.path == kc::RowPath::kCluster ? "_cluster" : "_stream") + "_m" + std::to_string(int(c.kind)) +
-         (c.easy ? "_easy" : "") + (c.class_margins ? "_cm" : "");
+         (c.path == kc::RowPath::kAuto ? "_auto" : "_stream") + "_m" + std::to_string(int(c.kind)) +
+         (c.easy ? "_easy" : "") + (c.class_margins ? "_cm" : "") +
+         (c.in_offset || c.grad_offset
+              ? "_off" + std::to_string(c.in_offset) + "_" + std::to_string(c.grad_offset)
+              : std::string());
 }
 
 void PrintTo(const RowCase& c, std::ostream* os) { *os << name(c); }
 
 std::vector<RowCase> cases() {
   std::vector<RowCase> v;
-  for (kc::RowPath path : {kc::RowPath::kStreaming, kc::RowPath::kCluster}) {
+  for (kc::RowPath path : {kc::RowPath::kAuto, kc::RowPath::kStreaming}) {
     v.push_back({5, 7, 1, 0.0, ak::Reduction::kNone, false, path, ak::MarginKind::kArcFace, false, false});
     v.push_back({16, 1000, 1, 0.1, ak::Reduction::kMean, true, path, ak::MarginKind::kCosFace, false, false});
     v.push_back({9, 5000, 1, 0.1, ak::Reduction::kSum, false, path, ak::MarginKind::kCombined, false, true});
@@ -51,7 +57,21 @@ std::vector<RowCase> cases() {
     v.push_back({4, 50001, 1, 0.1, ak::Reduction::kNone, true, path, ak::MarginKind::kArcFace, false, true});
     v.push_back({3, 100000, 1, 0.1, ak::Reduction::kMean, false, path, ak::MarginKind::kArcFace, false, false});
   }
-  // Sub-centres: streaming only.
+  // Misaligned rows: input and gradient pointers off 16-byte alignment (same or different phase), widths a
+  // multiple of 4 and not, so the scalar head, float4 body (with float4 or scalar stores) and tail all run.
+  v.push_back({5, 1000, 1, 0.1, ak::Reduction::kMean, false, kc::RowPath::kAuto, ak::MarginKind::kArcFace, false,
+               false, 1, 1});
+  v.push_back({4, 20000, 1, 0.1, ak::Reduction::kNone, true, kc::RowPath::kAuto, ak::MarginKind::kArcFace, false,
+               false, 3, 2});
+  v.push_back({3, 4099, 1, 0.0, ak::Reduction::kSum, false, kc::RowPath::kAuto, ak::MarginKind::kCosFace, false,
+               true, 2, 0});
+  v.push_back({6, 3, 1, 0.1, ak::Reduction::kMean, false, kc::RowPath::kAuto, ak::MarginKind::kArcFace, false,
+               false, 1, 3});
+  // More rows than one wave of blocks would hold at once is not needed for the grid-stride loop (grid = n);
+  // many short rows exercise the narrow block size.
+  v.push_back({300, 64, 1, 0.1, ak::Reduction::kMean, false, kc::RowPath::kAuto, ak::MarginKind::kArcFace, false,
+               false});
+  // Sub-centres: the scalar kernel.
   v.push_back({7, 300, 3, 0.1, ak::Reduction::kMean, false, kc::RowPath::kStreaming, ak::MarginKind::kArcFace, false,
                false});
   v.push_back({3, 9000, 2, 0.0, ak::Reduction::kNone, true, kc::RowPath::kStreaming, ak::MarginKind::kCombined, false,
@@ -87,6 +107,20 @@ ak::ArcMarginConfig arc_config(const RowCase& c) {
   return a;
 }
 
+// Uploads `v` after `offset` leading NaN floats: the kernel is handed data() + offset (misaligned on purpose).
+DeviceBuffer<float> upload_at(const std::vector<float>& v, int offset) {
+  std::vector<float> h(std::size_t(offset), NAN);
+  h.insert(h.end(), v.begin(), v.end());
+  return DeviceBuffer<float>(h);
+}
+
+// Downloads an output written at data() + offset, checking the `offset` floats before it were left untouched.
+std::vector<float> download_from(const DeviceBuffer<float>& b, int offset) {
+  std::vector<float> h = b.download();
+  for (int i = 0; i < offset; ++i) EXPECT_TRUE(std::isnan(h[std::size_t(i)])) << "wrote before the output, at " << i;
+  return std::vector<float>(h.begin() + offset, h.end());
+}
+
 std::size_t loss_count(const RowCase& c) { return c.reduction == ak::Reduction::kNone ? std::size_t(c.n) : 1; }
 
 class CudaRows : public ::testing::TestWithParam<RowCase> {
@@ -94,9 +128,6 @@ class CudaRows : public ::testing::TestWithParam<RowCase> {
   void SetUp() override {
     if (!arclight::cuda::available())
       GTEST_SKIP() << "CUDA test skipped: " << arclight::cuda::availability().reason;
-    const RowCase c = GetParam();
-    if (c.path == kc::RowPath::kCluster && !kc::row_cluster_supported(c.classes, c.k))
-      GTEST_SKIP() << "the cluster row kernel needs sm_90+ (not this GPU) for " << c.classes << " classes";
   }
 };
 
@@ -119,17 +150,18 @@ TEST_P(CudaRows, CrossEntropyMatchesCpu) {
   ak::cpu::cross_entropy_backward<double>(shape, cfg, logits_d.data(), in.labels.data(), w_ptr,
                                           to_double(in.grad_loss).data(), grad_ref.data());
 
-  DeviceBuffer<float> logits(in.cos), gl(in.grad_loss);
+  DeviceBuffer<float> logits = upload_at(in.cos, c.in_offset), gl(in.grad_loss);
   DeviceBuffer<std::int64_t> lab(in.labels);
   DeviceBuffer<float> w(c.weighted ? in.weights : std::vector<float>{0.f});
-  DeviceBuffer<float> loss = garbage(loss_count(c)), grad = garbage(in.cos.size());
+  DeviceBuffer<float> loss = garbage(loss_count(c)), grad = garbage(in.cos.size() + std::size_t(c.grad_offset));
   DeviceBuffer<float> ws = garbage(std::size_t(kc::cross_entropy_workspace_floats(c.n)));
   const float* wp = c.weighted ? w.data() : nullptr;
-  kc::cross_entropy_forward(shape, cfg, logits.data(), lab.data(), wp, loss.data(), ws.data(), nullptr, c.path);
-  kc::cross_entropy_backward(shape, cfg, logits.data(), lab.data(), wp, gl.data(), grad.data(), ws.data(), nullptr,
-                             c.path);
+  const float* lp = logits.data() + c.in_offset;
+  kc::cross_entropy_forward(shape, cfg, lp, lab.data(), wp, loss.data(), ws.data(), nullptr, c.path);
+  kc::cross_entropy_backward(shape, cfg, lp, lab.data(), wp, gl.data(), grad.data() + c.grad_offset, ws.data(),
+                             nullptr, c.path);
   EXPECT_TRUE(near_all(loss.download(), loss_ref, 1e-4, 1e-5, "loss"));
-  EXPECT_TRUE(near_all(grad.download(), grad_ref, 2e-4, 1e-6 * max_abs(grad_ref), "grad_logits"));
+  EXPECT_TRUE(near_all(download_from(grad, c.grad_offset), grad_ref, 2e-4, 1e-6 * max_abs(grad_ref), "grad_logits"));
 }
 
 TEST_P(CudaRows, FusedArcMarginMatchesCpuAndComposed) {
@@ -159,27 +191,30 @@ TEST_P(CudaRows, FusedArcMarginMatchesCpuAndComposed) {
   ak::cpu::arc_margin_backward<double>(shape, arc, cos_d.data(), in.labels.data(), m_ptr,
                                        to_double(grad_logits).data(), composed_bwd_ref.data());
 
-  DeviceBuffer<float> cos(in.cos), gl(in.grad_loss), glog(grad_logits);
+  DeviceBuffer<float> cos_buf = upload_at(in.cos, c.in_offset), gl(in.grad_loss), glog(grad_logits);
+  const float* cosp = cos_buf.data() + c.in_offset;
+  const std::size_t go = std::size_t(c.grad_offset);
   DeviceBuffer<std::int64_t> lab(in.labels);
   DeviceBuffer<float> w(c.weighted ? in.weights : std::vector<float>{0.f});
   DeviceBuffer<float> m(c.class_margins ? in.margins : std::vector<float>{0.f});
   const float* wp = c.weighted ? w.data() : nullptr;
   const float* mp = c.class_margins ? m.data() : nullptr;
   DeviceBuffer<float> ws = garbage(std::size_t(kc::cross_entropy_workspace_floats(c.n)));
-  DeviceBuffer<float> loss = garbage(loss_count(c)), gcos = garbage(width * c.n), gcos_bwd = garbage(width * c.n);
-  kc::arc_margin_cross_entropy_forward(shape, arc, ce, cos.data(), lab.data(), mp, wp, loss.data(), gcos.data(),
+  DeviceBuffer<float> loss = garbage(loss_count(c)), gcos = garbage(width * c.n + go),
+                      gcos_bwd = garbage(width * c.n + go);
+  kc::arc_margin_cross_entropy_forward(shape, arc, ce, cosp, lab.data(), mp, wp, loss.data(), gcos.data() + go,
                                        ws.data(), nullptr, c.path);
-  kc::arc_margin_cross_entropy_backward(shape, arc, ce, cos.data(), lab.data(), mp, wp, gl.data(), gcos_bwd.data(),
+  kc::arc_margin_cross_entropy_backward(shape, arc, ce, cosp, lab.data(), mp, wp, gl.data(), gcos_bwd.data() + go,
                                         ws.data(), nullptr, c.path);
-  const std::vector<float> loss_gpu = loss.download(), gcos_gpu = gcos.download();
+  const std::vector<float> loss_gpu = loss.download(), gcos_gpu = download_from(gcos, c.grad_offset);
   EXPECT_TRUE(near_all(loss_gpu, loss_ref, 1e-4, 1e-5, "fused loss"));
   EXPECT_TRUE(near_all(gcos_gpu, gcos_ref, 2e-4, 1e-6 * max_abs(gcos_ref), "fused grad_cos"));
-  EXPECT_TRUE(near_all(gcos_bwd.download(), gcos_bwd_ref, 2e-4, 1e-6 * max_abs(gcos_bwd_ref), "fused backward"));
+  EXPECT_TRUE(near_all(download_from(gcos_bwd, c.grad_offset), gcos_bwd_ref, 2e-4, 1e-6 * max_abs(gcos_bwd_ref), "fused backward"));
 
   // The composed ops on their own.
   DeviceBuffer<float> logits = garbage(logits_ref.size()), composed_bwd = garbage(in.cos.size());
-  kc::arc_margin_forward(shape, arc, cos.data(), lab.data(), mp, logits.data(), nullptr);
-  kc::arc_margin_backward(shape, arc, cos.data(), lab.data(), mp, glog.data(), composed_bwd.data(), nullptr);
+  kc::arc_margin_forward(shape, arc, cosp, lab.data(), mp, logits.data(), nullptr);
+  kc::arc_margin_backward(shape, arc, cosp, lab.data(), mp, glog.data(), composed_bwd.data(), nullptr);
   EXPECT_TRUE(near_all(logits.download(), logits_ref, 1e-6, 1e-5, "arc_margin_forward"));
   EXPECT_TRUE(near_all(composed_bwd.download(), composed_bwd_ref, 1e-5, 1e-6, "arc_margin_backward"));
 
@@ -193,7 +228,7 @@ TEST_P(CudaRows, FusedArcMarginMatchesCpuAndComposed) {
                             kc::RowPath::kStreaming);
   kc::cross_entropy_backward(ce_shape, ce, logits.data(), lab.data(), wp, unit.data(), glogits.data(), ws.data(),
                              nullptr, kc::RowPath::kStreaming);
-  kc::arc_margin_backward(shape, arc, cos.data(), lab.data(), mp, glogits.data(), gcos2.data(), nullptr);
+  kc::arc_margin_backward(shape, arc, cosp, lab.data(), mp, glogits.data(), gcos2.data(), nullptr);
   EXPECT_TRUE(near_all(loss2.download(), to_double(loss_gpu), 1e-4, 1e-5, "composed loss"));
   EXPECT_TRUE(near_all(gcos2.download(), to_double(gcos_gpu), 2e-4, 1e-6 * max_abs(gcos_ref), "composed grad_cos"));
 }
