@@ -8,6 +8,8 @@
 
 #include <cblas.h>
 
+#include "kernels/cpu/gemm.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -213,19 +215,7 @@ inline void cosine_matmul_validate(const char* op, const CosineMatmulShape& s) {
                  "dimensions exceed cblas int range: n=", s.n, " k=", s.k, " d=", s.d);
 }
 
-// C[m,n] = alpha·op(A)·op(B) + beta·C, row-major, through cblas_sgemm / cblas_dgemm.
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
-          int64_t ldb, T beta, T* c, int64_t ldc) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double only");
-  const auto ta = trans_a ? CblasTrans : CblasNoTrans;
-  const auto tb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  }
-}
+using cpu::gemm;  // kernels/cpu/gemm.hpp: the one CBLAS entry point
 }  // namespace detail
 
 // cosine_matmul_forward: cos = x̂·ŵᵀ. requires: x̂ n*d, ŵ k*d (rows already normalised for true

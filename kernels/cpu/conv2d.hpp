@@ -14,6 +14,8 @@
 
 #include <cblas.h>
 
+#include "kernels/cpu/gemm.hpp"
+
 #include <algorithm>
 #include <climits>
 #include <cstddef>
@@ -64,19 +66,7 @@ inline std::string shape_str(const Conv2dShape& s) {
                  ", right ", s.pad_right, "), dilation (", s.dilation_h, ", ", s.dilation_w, "), groups ", s.groups);
 }
 
-// Row-major GEMM C = alpha op(A) op(B) + beta C through cblas, for float or double.
-template <typename T>
-void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
-          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
-  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  } else {
-    static_assert(std::is_same_v<T, double>, "conv2d kernels are instantiated for float and double");
-    cblas_dgemm(CblasRowMajor, ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  }
-}
+using cpu::gemm;  // kernels/cpu/gemm.hpp: the one CBLAS entry point
 
 // The output positions ow in [lo, hi) whose input column ow*stride + off falls inside [0, in_w).
 inline void valid_range(std::int64_t out_w, std::int64_t in_w, std::int64_t stride, std::int64_t off,

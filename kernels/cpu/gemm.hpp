@@ -34,4 +34,12 @@ void gemm(const GemmShape& s, T alpha, const T* a, const T* b, T beta, T* c) {
                 static_cast<int>(s.lda), b, static_cast<int>(s.ldb), beta, c, static_cast<int>(s.ldc));
 }
 
+// The same with the BLAS-style argument list: C[m,n] = alpha·op(A)·op(B) + beta·C (row-major).
+template <typename T>
+void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+          std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "gemm: float or double only");
+  gemm<T>(GemmShape{m, n, k, trans_a, trans_b, lda, ldb, ldc}, alpha, a, b, beta, c);
+}
+
 }  // namespace arclight::kernels::cpu

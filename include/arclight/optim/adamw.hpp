@@ -24,7 +24,7 @@ class AdamW : public Optimizer {
       : Optimizer("optim::AdamW", std::move(groups), opt.lr, opt.weight_decay), opt_(opt) {
     kernels::cpu::validate_adamw(kernel_config(opt.lr, opt.weight_decay));
   }
-  AdamW(const std::vector<Tensor>& params, const AdamWOptions& opt) : AdamW({ParamGroup{params}}, opt) {}
+  AdamW(const std::vector<Tensor>& params, const AdamWOptions& opt) : AdamW(single_group(params), opt) {}
 
   const AdamWOptions& options() const { return opt_; }
 

@@ -57,6 +57,14 @@ inline std::vector<ParamGroup> param_groups(const nn::Module& module, double wei
   return out;
 }
 
+// One group holding `params`, with the optimizer's default weight decay, lr scale 1 and AGC on.
+inline std::vector<ParamGroup> single_group(const std::vector<Tensor>& params) {
+  ParamGroup g;
+  g.params = params;
+  g.name = "default";
+  return {g};
+}
+
 // The state of an optimizer for a checkpoint: the number of step() calls and named tensors
 // ("state.<k>.<buffer>", k = the parameter's index over all groups in order; see Optimizer::state_dict).
 struct OptimizerState {
@@ -188,7 +196,8 @@ class Optimizer {
     return s;
   }
 
-  // Restores a state_dict() of an optimizer of the same kind over parameters of the same shapes (copies).
+  // Restores a state_dict() of an optimizer of the same kind over parameters of the same shapes (copies the
+  // buffers; restores the step counts, and the lr when s.lr > 0 — a schedule re-derives it anyway).
   // requires: every tensor name known, shapes and dtypes equal to the parameters' (else arclight::Error,
   // and the optimizer is left unchanged).
   void load_state_dict(const OptimizerState& s) {

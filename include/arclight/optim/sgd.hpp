@@ -25,7 +25,7 @@ class SGD : public Optimizer {
     kernels::cpu::validate_sgd(kernel_config(opt.lr, opt.weight_decay));
   }
   // One group holding `params` with the default weight decay.
-  SGD(const std::vector<Tensor>& params, const SgdOptions& opt) : SGD({ParamGroup{params}}, opt) {}
+  SGD(const std::vector<Tensor>& params, const SgdOptions& opt) : SGD(single_group(params), opt) {}
 
   const SgdOptions& options() const { return opt_; }
 
