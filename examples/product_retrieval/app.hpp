@@ -26,6 +26,9 @@
 #include "arclight/io/checkpoint.hpp"
 #include "arclight/io/safetensors.hpp"
 #include "arclight/nn/arc_margin.hpp"
+#include "arclight/nn/batch_norm.hpp"
+#include "arclight/nn/conv.hpp"
+#include "arclight/nn/gem.hpp"
 #include "arclight/nn/linear.hpp"
 #include "arclight/optim/adamw.hpp"
 #include "arclight/optim/schedule.hpp"
@@ -142,15 +145,35 @@ inline DataSplits load_data(const Config& c) {
 
 // ---- model ------------------------------------------------------------------------------------------
 
-// Backbone → embedding, plus the ArcMargin head.
+// Backbone → embedding, plus the ArcMargin head. Models:
+//   cnn: a small conv trunk sized for 28–32 px images (conv 3×3 + BN + SiLU blocks, 32 → 64 → 128 channels,
+//        two stride-2 stages) → GeM → Linear(128 → D) → BatchNorm1d — METHOD.md's pooling and neck on a
+//        trunk that fits a CPU budget;
+//   mlp: flatten → Linear(→ hidden) → ReLU → Linear(→ D), a fast baseline.
 class EmbeddingModel : public nn::Module {
  public:
-  EmbeddingModel(const Config& c, std::int64_t in_features, std::int64_t num_classes)
+  EmbeddingModel(const Config& c, std::int64_t in_channels, std::int64_t in_features, std::int64_t num_classes)
       : Module("EmbeddingModel"), cfg_(c) {
-    ARCLIGHT_CHECK(c.model == "mlp", "model", "unknown model '", c.model, "'; available: mlp");
     arclight::Generator gen(c.seed);
-    fc1_ = register_module("fc1", std::make_shared<nn::Linear>(in_features, c.hidden, true, gen));
-    fc2_ = register_module("fc2", std::make_shared<nn::Linear>(c.hidden, c.embedding_dim, true, gen));
+    if (c.model == "cnn") {
+      trunk_ = register_module("trunk", std::make_shared<nn::Sequential>());
+      const std::int64_t widths[] = {32, 64, 64, 128, 128};
+      const std::int64_t strides[] = {1, 2, 1, 2, 1};
+      std::int64_t in = in_channels;
+      for (int i = 0; i < 5; ++i) {
+        trunk_->push_back(std::make_shared<nn::Conv2d>(in, widths[i], 3, strides[i], 1, 1, 1, false, gen));
+        trunk_->push_back(std::make_shared<nn::BatchNormAct2d>(widths[i], arclight::ops::Activation::SiLU));
+        in = widths[i];
+      }
+      gem_ = register_module("pool", std::make_shared<nn::GeM>());
+      fc_ = register_module("fc", std::make_shared<nn::Linear>(in, c.embedding_dim, true, gen));
+      bn_ = register_module("bn", std::make_shared<nn::BatchNorm1d>(c.embedding_dim));
+    } else if (c.model == "mlp") {
+      fc1_ = register_module("fc1", std::make_shared<nn::Linear>(in_features, c.hidden, true, gen));
+      fc_ = register_module("fc2", std::make_shared<nn::Linear>(c.hidden, c.embedding_dim, true, gen));
+    } else {
+      arclight::fail("model", "unknown model '", c.model, "'; available: cnn, mlp");
+    }
     arclight::ops::ArcMarginConfig ac;
     ac.scale = c.scale;
     ac.margin = c.margin;
@@ -158,16 +181,20 @@ class EmbeddingModel : public nn::Module {
   }
   // x [N, C, H, W] → raw (unnormalised) embedding [N, D].
   Tensor embed_raw(const Tensor& x) {
+    if (trunk_) return bn_->forward(fc_->forward(gem_->forward(trunk_->forward(x))));
     Tensor h = ops::flatten(x, 1);
     h = ops::clamp_min(fc1_->forward(h), 0.0);
-    return fc2_->forward(h);
+    return fc_->forward(h);
   }
   Tensor forward(const Tensor& x) override { return embed_raw(x); }
   nn::ArcMargin& head() { return *head_; }
 
  private:
   Config cfg_;
-  std::shared_ptr<nn::Linear> fc1_, fc2_;
+  std::shared_ptr<nn::Sequential> trunk_;
+  std::shared_ptr<nn::GeM> gem_;
+  std::shared_ptr<nn::BatchNorm1d> bn_;
+  std::shared_ptr<nn::Linear> fc1_, fc_;
   std::shared_ptr<nn::ArcMargin> head_;
 };
 
@@ -229,7 +256,7 @@ inline TrainSummary train(const Config& c, const fs::path& run, const DataSplits
   if (c.threads > 0) arclight::set_num_threads(c.threads);
   const auto first = data.train->load(0);
   const std::int64_t in_features = static_cast<std::int64_t>(first.height) * first.width * first.channels;
-  EmbeddingModel model(c, in_features, static_cast<std::int64_t>(data.class_names.size()));
+  EmbeddingModel model(c, first.channels, in_features, static_cast<std::int64_t>(data.class_names.size()));
   std::unique_ptr<arclight::optim::Optimizer> opt;
   auto groups = arclight::optim::param_groups(model, c.weight_decay);
   if (c.optimizer == "adamw") {
@@ -245,6 +272,7 @@ inline TrainSummary train(const Config& c, const fs::path& run, const DataSplits
     o.weight_decay = c.weight_decay;
     opt = std::make_unique<arclight::optim::SGD>(groups, o);
   }
+  opt->add_post_step_hook([&model] { nn::clamp_gem_p_(model); });  // keep GeM's p >= 1 (projected step)
   arclight::data::LoaderOptions lo;
   lo.batch_size = static_cast<std::size_t>(c.batch);
   lo.num_workers = c.workers;

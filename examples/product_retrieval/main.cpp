@@ -20,7 +20,7 @@ std::unique_ptr<ra::EmbeddingModel> load_model(const ra::fs::path& run, const ra
   std::ifstream in(cfg_path);
   cfg = ra::Config::from_json(ra::json::parse(in));
   const auto first = data.train->load(0);
-  auto model = std::make_unique<ra::EmbeddingModel>(cfg, std::int64_t{first.height} * first.width * first.channels,
+  auto model = std::make_unique<ra::EmbeddingModel>(cfg, first.channels, std::int64_t{first.height} * first.width * first.channels,
                                                     static_cast<std::int64_t>(data.class_names.size()));
   auto ck = arclight::io::load_checkpoint(run / "checkpoints");
   ra::load_state(*model, ck.files.at("model.safetensors"), (ck.directory / "model.safetensors").string());
@@ -152,7 +152,7 @@ void run_report(const ra::fs::path& run, const ra::DataSplits& data, std::ostrea
 
 void add_train_options(CLI::App* cmd, ra::Config& c) {
   cmd->add_option("--data", c.data, "fashion-mnist");
-  cmd->add_option("--model", c.model, "model name (mlp)");
+  cmd->add_option("--model", c.model, "model name (cnn, mlp)");
   cmd->add_option("--epochs", c.epochs)->check(CLI::PositiveNumber);
   cmd->add_option("--batch", c.batch)->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--optimizer", c.optimizer)->check(CLI::IsMember({"adamw", "sgd"}));

@@ -18,7 +18,7 @@ else()
   set(app ${SOURCE_DIR}/tests/consumer/subdirectory_app)
   set(extra -DARCLIGHT_SOURCE=${SOURCE_DIR})
 endif()
-execute_process(COMMAND ${CMAKE_COMMAND} -S ${app} -B ${WORK}/build -DCMAKE_BUILD_TYPE=Release
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${app} -B ${WORK}/build -DCMAKE_BUILD_TYPE=Debug
                         -DQUICKSTART_SOURCE=${quickstart} ${extra}
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc)

@@ -28,6 +28,19 @@ TEST(Autograd, DiamondSumsBothPaths) {
   EXPECT_TRUE(all_close(x.grad(), {2 * std::exp(2 * v[0]) + std::exp(v[0]), 2 * std::exp(2 * v[1]) + std::exp(v[1])}, 1e-12));
 }
 
+TEST(Autograd, LeafGradientsNeverAliasEachOther) {
+  // add's backward hands the same gradient tensor to both inputs: each leaf must get its own copy.
+  Tensor a = randn({3}, DType::f64).set_requires_grad(), b = randn({3}, DType::f64).set_requires_grad();
+  ops::add(a, b).backward(ones({3}, DType::f64));
+  ASSERT_TRUE(a.grad().defined() && b.grad().defined());
+  EXPECT_NE(a.grad().storage().get(), b.grad().storage().get());
+  // a gradient nobody else holds is taken over rather than copied: storage unique to the leaf's .grad
+  Tensor w = randn({4, 5}, DType::f64).set_requires_grad();
+  ops::sum(ops::mul(w, 2.0)).backward();
+  EXPECT_EQ(w.grad().storage().use_count(), 1);
+  EXPECT_TRUE(all_close(w.grad(), std::vector<double>(20, 2.0)));
+}
+
 TEST(Autograd, ExplicitGradientSeedsNonScalarBackward) {
   Tensor x = from_vector<double>({1, 2, 3, 4}, {2, 2}).set_requires_grad();
   Tensor y = ops::mul(x, x);

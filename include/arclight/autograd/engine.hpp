@@ -108,9 +108,16 @@ class AccumulateGrad : public Node {
   std::vector<Tensor> apply(const std::vector<Tensor>& grad_outputs) override {
     const Tensor& g = grad_outputs.at(0);
     if (!g.defined()) return {};
-    // The first gradient is copied so that .grad never aliases another gradient or a view.
-    leaf_->grad = leaf_->grad ? detail::add_same_shape(Tensor(leaf_->grad), g).impl_ptr()
-                              : detail::copy_contiguous(g).impl_ptr();
+    if (leaf_->grad) {
+      leaf_->grad = detail::add_same_shape(Tensor(leaf_->grad), g).impl_ptr();
+    } else if (g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && g.is_contiguous() && g.offset() == 0) {
+      // Nothing else refers to this gradient (the engine's buffer holds the only handle, and no
+      // view shares its storage): take it over instead of copying a parameter-sized tensor.
+      leaf_->grad = g.detach().impl_ptr();
+    } else {
+      // Otherwise copy, so that .grad never aliases another gradient or a view.
+      leaf_->grad = detail::copy_contiguous(g).impl_ptr();
+    }
     return {};
   }
   void release() override {}  // holds no saved tensors; reused by every backward

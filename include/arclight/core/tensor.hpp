@@ -95,6 +95,7 @@ class Tensor {
   std::size_t element_size() const { return dtype_size(dtype()); }
   const std::shared_ptr<Storage>& storage() const { return impl().storage; }
   bool is_contiguous() const {
+    if (numel() == 0) return true;  // no element is addressed: any strides describe the same (empty) layout
     std::int64_t expected = 1;
     for (std::size_t i = impl().shape.size(); i-- > 0;) {
       if (impl().shape[i] == 1) continue;
