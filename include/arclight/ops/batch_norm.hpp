@@ -1,0 +1,123 @@
+// Differentiable batch normalisation over [N, C], [N, C, L] or [N, C, H, W] inputs with PyTorch semantics,
+// optionally fused with a pointwise activation (BN+act, as timm's BatchNormAct2d). Train mode normalises with
+// the batch statistics (biased variance) and updates the running statistics in place with momentum and the
+// UNBIASED variance; eval mode normalises with the running statistics. The math is in
+// kernels/cpu/batch_norm.hpp; this op validates, makes inputs contiguous, dispatches and records a backward
+// through the batch statistics (train) or through the constant running statistics (eval).
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "arclight/ops/activation.hpp"
+#include "kernels/cpu/batch_norm.hpp"
+
+namespace arclight::ops {
+
+// batch_norm: y = act((x − mean)/sqrt(var + eps)·weight + bias), per channel (dim 1).
+// requires: x a CPU f32/f64 tensor of rank 2, 3 or 4 with dim 1 = C and every dim >= 1; weight and bias
+//   undefined (= 1 / 0) or C elements of x's dtype; running_mean and running_var both undefined or both
+//   contiguous C-element tensors of x's dtype that do not require grad; momentum in [0, 1]; eps >= 0; in
+//   training, more than one value per channel (N·H·W > 1, PyTorch's rule). Batch statistics are used when
+//   `training` or when no running statistics are given (as torch.nn.BatchNorm with
+//   track_running_stats=False); eval mode with running statistics uses them.
+// ensures: a new contiguous tensor of x's shape. In training with running statistics, running_mean and
+//   running_var are updated IN PLACE: r = (1 − momentum)·r + momentum·batch (unbiased variance for
+//   running_var). Records dL/dx (through the batch statistics in training), dL/dweight and dL/dbias (shaped
+//   as weight/bias) when they require grad; eval mode's backward uses the running statistics as they were at
+//   forward time.
+inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+                         const Tensor& running_var, bool training, double momentum, double eps,
+                         Activation act = Activation::Identity) {
+  const char* op = "batch_norm";
+  detail::check_floating_cpu(x, op, "input");
+  ARCLIGHT_CHECK(x.dim() >= 2, op, "expected an input of rank 2 [N, C], 3 [N, C, L] or 4 [N, C, H, W], got ",
+                 x.str());
+  // The layer's channel count: from its parameters or statistics when given, so a mismatching input is named.
+  const std::int64_t channels = weight.defined()         ? weight.numel()
+                                : running_mean.defined() ? running_mean.numel()
+                                                         : x.shape()[1];
+  const kernels::cpu::BatchNormShape s = kernels::cpu::make_batch_norm_shape(x.shape(), channels, op);
+  detail::check_optional_vector(weight, s.c, x.dtype(), op, "weight");
+  detail::check_optional_vector(bias, s.c, x.dtype(), op, "bias");
+  ARCLIGHT_CHECK(running_mean.defined() == running_var.defined(), op,
+                 "running_mean and running_var must be given together (both or neither)");
+  const bool have_running = running_mean.defined();
+  if (have_running) {
+    detail::check_optional_vector(running_mean, s.c, x.dtype(), op, "running_mean");
+    detail::check_optional_vector(running_var, s.c, x.dtype(), op, "running_var");
+    ARCLIGHT_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op,
+                   "running statistics are updated in place and must be contiguous, got ", running_mean.str(), " and ",
+                   running_var.str());
+    ARCLIGHT_CHECK(!running_mean.requires_grad() && !running_var.requires_grad(), op,
+                   "running statistics are buffers and must not require grad");
+  }
+  ARCLIGHT_CHECK(std::isfinite(momentum) && momentum >= 0.0 && momentum <= 1.0, op, "momentum must be in [0, 1], got ",
+                 momentum);
+  ARCLIGHT_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps must be finite and >= 0, got ", eps);
+  const bool use_batch_stats = training || !have_running;
+  ARCLIGHT_CHECK(!use_batch_stats || s.per_channel() > 1, op,
+                 "expected more than 1 value per channel when training, got input ", x.str());
+
+  const Tensor xc = detail::dense_detached(x), wc = detail::dense_detached(weight), bc = detail::dense_detached(bias);
+  Tensor y = empty(x.shape(), x.dtype());
+  const bool need_x = x.requires_grad();
+  const bool need_w = weight.defined() && weight.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
+
+  if (use_batch_stats) {
+    Tensor save_mean = empty({s.c}, x.dtype()), save_invstd = empty({s.c}, x.dtype());
+    dispatch_floating(x.dtype(), op, [&]<typename T>() {
+      // Running statistics are only touched in training (eval without them reaches here with none).
+      T* rm = training && have_running ? running_mean.data_ptr<T>() : nullptr;
+      T* rv = training && have_running ? running_var.data_ptr<T>() : nullptr;
+      kernels::cpu::batch_norm_forward_train<T>(s, xc.data_ptr<T>(), detail::ptr_or_null<T>(wc),
+                                                detail::ptr_or_null<T>(bc), T(eps), T(momentum), rm, rv,
+                                                y.data_ptr<T>(), save_mean.data_ptr<T>(), save_invstd.data_ptr<T>(),
+                                                act);
+    });
+    autograd::record("batch_norm", {x, weight, bias}, y,
+                     [s, xc, wc, bc, save_mean, save_invstd, act, need_x, need_w, need_b](const std::vector<Tensor>& g) {
+                       const Tensor gy = detail::dense_detached(g[0]);
+                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype()) : Tensor();
+                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype()) : Tensor();
+                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype()) : Tensor();
+                       dispatch_floating(xc.dtype(), "batch_norm_backward", [&]<typename T>() {
+                         kernels::cpu::batch_norm_backward_train<T>(
+                             s, xc.data_ptr<T>(), gy.data_ptr<T>(), detail::ptr_or_null<T>(wc),
+                             detail::ptr_or_null<T>(bc), save_mean.data_ptr<T>(), save_invstd.data_ptr<T>(),
+                             detail::ptr_or_null<T>(gx), detail::ptr_or_null<T>(gw), detail::ptr_or_null<T>(gb), act);
+                       });
+                       return std::vector<Tensor>{gx, gw, gb};
+                     });
+    return y;
+  }
+
+  dispatch_floating(x.dtype(), op, [&]<typename T>() {
+    kernels::cpu::batch_norm_forward_eval<T>(s, xc.data_ptr<T>(), detail::ptr_or_null<T>(wc),
+                                             detail::ptr_or_null<T>(bc), T(eps), running_mean.data_ptr<T>(),
+                                             running_var.data_ptr<T>(), y.data_ptr<T>(), act);
+  });
+  if (autograd::needs_record({&x, &weight, &bias})) {
+    // Snapshot the statistics: a later training step updates the buffers in place.
+    const Tensor rm = arclight::detail::copy_contiguous(running_mean);
+    const Tensor rv = arclight::detail::copy_contiguous(running_var);
+    autograd::record("batch_norm", {x, weight, bias}, y,
+                     [s, xc, wc, bc, rm, rv, eps, act, need_x, need_w, need_b](const std::vector<Tensor>& g) {
+                       const Tensor gy = detail::dense_detached(g[0]);
+                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype()) : Tensor();
+                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype()) : Tensor();
+                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype()) : Tensor();
+                       dispatch_floating(xc.dtype(), "batch_norm_backward", [&]<typename T>() {
+                         kernels::cpu::batch_norm_backward_eval<T>(
+                             s, xc.data_ptr<T>(), gy.data_ptr<T>(), detail::ptr_or_null<T>(wc),
+                             detail::ptr_or_null<T>(bc), T(eps), rm.data_ptr<T>(), rv.data_ptr<T>(),
+                             detail::ptr_or_null<T>(gx), detail::ptr_or_null<T>(gw), detail::ptr_or_null<T>(gb), act);
+                       });
+                       return std::vector<Tensor>{gx, gw, gb};
+                     });
+  }
+  return y;
+}
+
+}  // namespace arclight::ops
