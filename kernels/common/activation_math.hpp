@@ -19,6 +19,8 @@ ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE float math_exp(float x) { return expf(x); }
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE double math_exp(double x) { return exp(x); }
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE float math_erf(float x) { return erff(x); }
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE double math_erf(double x) { return erf(x); }
+ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE float math_erfc(float x) { return erfcf(x); }
+ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE double math_erfc(double x) { return erfc(x); }
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE float math_sqrt(float x) { return sqrtf(x); }
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE double math_sqrt(double x) { return sqrt(x); }
 
@@ -57,18 +59,19 @@ ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE T silu_grad(T x) {
   return s * (T(1) + x * (T(1) - s));
 }
 
-// GELU, exact erf form (PyTorch's default approximate='none'): 0.5 x (1 + erf(x / sqrt 2));
-// derivative Phi(x) + x phi(x) with phi the standard normal density.
+// GELU, exact erf form (PyTorch's default approximate='none'): x Phi(x) with Phi(x) = 0.5 (1 + erf(x / sqrt 2))
+// written as 0.5 erfc(-x / sqrt 2), which keeps full relative precision in the negative tail where
+// 1 + erf(...) cancels; derivative Phi(x) + x phi(x) with phi the standard normal density.
 template <typename T>
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE T gelu(T x) {
   const T inv_sqrt2 = T(0.70710678118654752440);
-  return T(0.5) * x * (T(1) + math_erf(x * inv_sqrt2));
+  return T(0.5) * x * math_erfc(-x * inv_sqrt2);
 }
 template <typename T>
 ARCLIGHT_HOST_DEVICE ARCLIGHT_INLINE T gelu_grad(T x) {
   const T inv_sqrt2 = T(0.70710678118654752440);
   const T inv_sqrt_2pi = T(0.39894228040143267794);
-  const T cdf = T(0.5) * (T(1) + math_erf(x * inv_sqrt2));
+  const T cdf = T(0.5) * math_erfc(-x * inv_sqrt2);
   return cdf + x * inv_sqrt_2pi * math_exp(T(-0.5) * x * x);
 }
 
