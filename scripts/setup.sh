@@ -13,6 +13,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev  # example apps' CLI and JSON (never in the core headers)
   dataset-fashion-mnist    # the default data set
   clang libclang-rt-dev    # libFuzzer targets
+  chromium                 # headless rendering checks of the generated HTML pages (report, ArcFace geometry)
 )
 
 missing=()
