@@ -13,7 +13,7 @@ mkdir -p "$out"
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$root/include" -I"$root")
 
-for t in fuzz_image_decode fuzz_idx fuzz_csv; do
+for t in fuzz_image_decode fuzz_idx fuzz_csv fuzz_safetensors; do
   echo "== building $t"
   "$cxx" "${flags[@]}" "$root/tests/fuzz/$t.cpp" -o "$out/$t" -lz
 done
@@ -40,10 +40,13 @@ int main(int, char** argv) {
   put("idx/l.idx", {0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 9});
   const std::string csv = "path,label\na.jpg,1\n\"b,c.png\",2\r\nd.jpg,\"x\"\"y\"\n";
   put("csv/a.csv", std::vector<std::uint8_t>(csv.begin(), csv.end()));
+  const std::string st = std::string("\x40\0\0\0\0\0\0\0", 8) +
+                         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}          " + std::string(4, '\0');
+  put("st/a.safetensors", std::vector<std::uint8_t>(st.begin(), st.end()));
 }
 CPP
 clang++-14 -std=c++20 -O1 -I"$root/include" -I"$root" "$seed_src" -o "$out/make_seeds" -lz
-mkdir -p "$out/corpus/img" "$out/corpus/idx" "$out/corpus/csv"
+mkdir -p "$out/corpus/img" "$out/corpus/idx" "$out/corpus/csv" "$out/corpus/st"
 "$out/make_seeds" "$out/corpus"
 gzip -kf "$out/corpus/idx/a.idx"
 
@@ -58,5 +61,6 @@ run() {
 status=0
 run fuzz_image_decode "$out/corpus/img" || status=1
 run fuzz_idx "$out/corpus/idx" || status=1
+run fuzz_safetensors "$out/corpus/st" || status=1
 run fuzz_csv "$out/corpus/csv" || status=1
 exit $status
