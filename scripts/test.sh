@@ -7,6 +7,7 @@ BUILD="${1:-build}"
 JOBS="$(nproc)"
 
 bash scripts/setup.sh
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release ${ARCLIGHT_CMAKE_ARGS:-}
+# Benchmarks are not needed by any test: .ci/run compiles them separately.
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DARCLIGHT_BUILD_BENCH=OFF ${ARCLIGHT_CMAKE_ARGS:-}
 cmake --build "$BUILD" -j "$JOBS"
 ctest --test-dir "$BUILD" -LE slow --output-on-failure -j "$JOBS" --timeout 600
