@@ -69,9 +69,13 @@ inline std::string shape_str(const Conv2dShape& s) {
 using cpu::gemm;  // kernels/cpu/gemm.hpp: the one CBLAS entry point
 
 // The output positions ow in [lo, hi) whose input column ow*stride + off falls inside [0, in_w).
+// Ensures 0 <= lo <= hi <= out_w: callers fill [0, lo) and [hi, out_w) with padding values, so lo must never
+// pass the row's end. (A tap that never reaches the input — a kernel wider than the map, e.g. a 5x5 on a 1x1
+// map — has an empty range at out_w; before the clamp lo could exceed out_w and the callers wrote into the
+// next row/plane: a race between threads and an overflow past the last plane.)
 inline void valid_range(std::int64_t out_w, std::int64_t in_w, std::int64_t stride, std::int64_t off,
                         std::int64_t& lo, std::int64_t& hi) {
-  lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  lo = std::min(out_w, off >= 0 ? std::int64_t{0} : (-off + stride - 1) / stride);
   hi = (in_w - 1 - off) >= 0 ? std::min(out_w, (in_w - 1 - off) / stride + 1) : 0;
   if (hi < lo) hi = lo;
 }
