@@ -32,32 +32,16 @@ import struct
 import torch
 import torch.nn.functional as F
 
+from golden_io import save_safetensors
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
-_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
 
 
 def save(name, tensors, metadata=None):
-    header = {}
-    blobs = []
-    offset = 0
-    for key in sorted(tensors):
-        t = tensors[key].detach().contiguous().cpu()
-        raw = t.numpy().astype(t.numpy().dtype.newbyteorder("<")).tobytes()
-        header[key] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    if metadata:
-        header["__metadata__"] = metadata
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((8 - len(text) % 8) % 8)
     path = os.path.join(OUT, name + ".safetensors")
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    print("wrote", path, offset, "data bytes")
+    size = save_safetensors(path, tensors, metadata)
+    print("wrote", path, size, "data bytes")
 
 
 def rand32(g, shape, lo=-1.0, hi=1.0):
