@@ -285,8 +285,10 @@ inline std::optional<std::string> torchvision_efficientnet_key(const std::string
   }
   static const char* ds_names[][2] = {{"conv_dw", "bn1"}, {nullptr, nullptr}, {"conv_pw", "bn2"}};
   static const char* ir_names[][2] = {{"conv_pw", "bn1"}, {"conv_dw", "bn2"}, {nullptr, nullptr}, {"conv_pwl", "bn3"}};
-  if (k < 0 || k > (ds ? 2 : 3) || (p[5] != "0" && p[5] != "1")) return std::nullopt;
-  const char* name = (ds ? ds_names[k] : ir_names[k])[p[5] == "0" ? 0 : 1];
+  const std::string& layer = p.at(5);  // "0" = the conv, "1" = its norm
+  if (k < 0 || k > (ds ? 2 : 3) || (layer != "0" && layer != "1")) return std::nullopt;
+  const int which = layer == "0" ? 0 : 1;
+  const char* name = ds ? ds_names[k][which] : ir_names[k][which];
   if (!name) return std::nullopt;
   return pre + name + tail(6);
 }
