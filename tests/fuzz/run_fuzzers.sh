@@ -10,6 +10,7 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${2:-$root/build-fuzz}"
 cxx="${CXX_FUZZ:-clang++-14}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"  # absolute: the fuzzers run from their own work folders
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -I"$root/include" -I"$root")
 
