@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "arclight/io/safetensors.hpp"
+#include "golden_util.hpp"
 #include "arclight/optim/adamw.hpp"
 #include "arclight/optim/schedule.hpp"
 #include "arclight/optim/sgd.hpp"
@@ -26,46 +27,8 @@ namespace ops = arclight::ops;
 namespace optim = arclight::optim;
 namespace io = arclight::io;
 
-class Golden {
- public:
-  explicit Golden(const std::string& stem)
-      : file_(io::SafetensorsFile::open(std::string(ARCLIGHT_SOURCE_DIR) + "/tests/golden/data/" + stem +
-                                        ".safetensors")) {}
-
-  // The stored tensor `name`, converted to `dtype` (a new contiguous tensor).
-  Tensor get(const std::string& name, std::optional<DType> dtype = std::nullopt) const {
-    const io::TensorBytes& tb = file_.at(name);
-    Tensor t = arclight::empty(tb.shape, tb.dtype);
-    EXPECT_EQ(std::size_t(t.numel()) * t.element_size(), tb.data.size()) << name;
-    std::memcpy(t.raw_data(), tb.data.data(), tb.data.size());
-    return dtype ? ops::to(t, *dtype) : t;
-  }
-  Tensor leaf(const std::string& name, DType dtype) const {
-    Tensor t = get(name, dtype).detach();
-    t.set_requires_grad(true);
-    return t;
-  }
-
- private:
-  io::SafetensorsFile file_;
-};
-
-// |a − b| <= rtol·|b| + atol_rel·max|b| element-wise (atol_rel = 0: pure relative).
-::testing::AssertionResult close(const Tensor& a, const Tensor& b, double rtol, double atol_rel = 0.0) {
-  if (a.shape() != b.shape())
-    return ::testing::AssertionFailure() << "shape " << arclight::shape_str(a.shape()) << " vs "
-                                         << arclight::shape_str(b.shape());
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double mx = 0;
-  for (double v : vb) mx = std::max(mx, std::abs(v));
-  for (std::size_t i = 0; i < va.size(); ++i) {
-    const double tol = rtol * std::abs(vb[i]) + atol_rel * mx;
-    if (!(std::abs(va[i] - vb[i]) <= tol))
-      return ::testing::AssertionFailure() << "element " << i << ": " << va[i] << " vs reference " << vb[i]
-                                           << " (tolerance " << tol << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
+using Golden = arclight::testing::GoldenFile;
+using arclight::testing::close;
 
 struct Precision {
   DType dt;

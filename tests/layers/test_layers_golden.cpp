@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "arclight/io/safetensors.hpp"
+#include "golden_util.hpp"
 #include "layers_util.hpp"
 
 namespace {
@@ -24,50 +25,8 @@ namespace ops = arclight::ops;
 namespace nn = arclight::nn;
 namespace io = arclight::io;
 
-class Golden {
- public:
-  explicit Golden(const std::string& stem)
-      : file_(io::SafetensorsFile::open(std::string(ARCLIGHT_SOURCE_DIR) + "/tests/golden/data/" + stem +
-                                        ".safetensors")) {}
-
-  bool has(const std::string& name) const { return file_.find(name) != nullptr; }
-  // The stored tensor `name`, converted to `dtype` when given (a new contiguous tensor).
-  Tensor get(const std::string& name, std::optional<DType> dtype = std::nullopt) const {
-    const io::TensorBytes& tb = file_.at(name);
-    Tensor t = arclight::empty(tb.shape, tb.dtype);
-    EXPECT_EQ(std::size_t(t.numel()) * t.element_size(), tb.data.size()) << name;
-    std::memcpy(t.raw_data(), tb.data.data(), tb.data.size());
-    return dtype ? ops::to(t, *dtype).detach() : t;
-  }
-  Tensor leaf(const std::string& name, DType dtype) const {
-    Tensor t = get(name, dtype);
-    t.set_requires_grad(true);
-    return t;
-  }
-  std::vector<std::int64_t> ints(const std::string& name) const { return get(name).to_vector<std::int64_t>(); }
-  std::vector<double> doubles(const std::string& name) const { return get(name).to_vector<double>(); }
-
- private:
-  io::SafetensorsFile file_;
-};
-
-// |a − b| <= rtol·|b| + atol_rel·max|b| element-wise.
-::testing::AssertionResult close(const Tensor& a, const Tensor& b, double rtol, double atol_rel) {
-  if (!a.defined()) return ::testing::AssertionFailure() << "no value (undefined tensor)";
-  if (a.shape() != b.shape())
-    return ::testing::AssertionFailure() << "shape " << arclight::shape_str(a.shape()) << " vs "
-                                         << arclight::shape_str(b.shape());
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double mx = 0;
-  for (double v : vb) mx = std::max(mx, std::abs(v));
-  for (std::size_t i = 0; i < va.size(); ++i) {
-    const double tol = rtol * std::abs(vb[i]) + atol_rel * mx;
-    if (!(std::abs(va[i] - vb[i]) <= tol))
-      return ::testing::AssertionFailure() << "element " << i << ": " << va[i] << " vs reference " << vb[i]
-                                           << " (tolerance " << tol << ")";
-  }
-  return ::testing::AssertionSuccess();
-}
+using Golden = arclight::testing::GoldenFile;
+using arclight::testing::close;
 
 struct Precision {
   DType dt;
