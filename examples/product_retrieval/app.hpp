@@ -369,12 +369,11 @@ inline Embeddings embed_dataset(EmbeddingModel& model, const arclight::data::Dat
     Tensor x = batch_images(*b);
     Tensor e = ops::l2_normalize(model.embed_raw(x), 1);
     if (c.tta_flip) {
-      Tensor flipped = ops::contiguous(x);
       // horizontal flip: reverse the last dim through index_select
       const std::int64_t w = x.shape()[3];
       std::vector<std::int64_t> rev(static_cast<std::size_t>(w));
       for (std::int64_t i = 0; i < w; ++i) rev[static_cast<std::size_t>(i)] = w - 1 - i;
-      flipped = ops::index_select(x, 3, arclight::from_vector(rev, {w}));
+      const Tensor flipped = ops::index_select(x, 3, arclight::from_vector(rev, {w}));
       e = ops::l2_normalize(ops::add(e, ops::l2_normalize(model.embed_raw(flipped), 1)), 1);
     }
     parts.push_back(e);
