@@ -107,6 +107,7 @@ struct Config {
     ARCLIGHT_CHECK(optimizer == "adamw" || optimizer == "sgd", w, "optimizer '", optimizer, "', expected adamw or sgd");
     ARCLIGHT_CHECK(embedding_dim >= 2, w, "embedding_dim = ", embedding_dim, ", expected >= 2");
     ARCLIGHT_CHECK(workers >= 1, w, "workers = ", workers, ", expected >= 1");
+    ARCLIGHT_CHECK(model == "cnn" || model == "mlp", w, "unknown model '", model, "', expected cnn or mlp");
   }
 };
 
