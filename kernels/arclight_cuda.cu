@@ -3,6 +3,7 @@
 // the host compiler in kernels/cuda/launchers.hpp. Kernels see only raw pointers and the plain structs of
 // kernels/common/; no framework template is ever instantiated by nvcc.
 #include "kernels/cuda/launchers.hpp"
+#include "kernels/cuda/launchers_dnn.hpp"
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/runtime.cuh"
@@ -11,3 +12,6 @@
 #include "kernels/cuda/gem.cuh"
 #include "kernels/cuda/optim.cuh"
 #include "kernels/cuda/schedule.cuh"
+#include "kernels/cuda/search.cuh"
+#include "kernels/cuda/amp.cuh"
+#include "kernels/cuda/dnn.cuh"

@@ -9,7 +9,7 @@ PACKAGES=(
   zlib1g-dev               # gzip-compressed IDX files
   libstb-dev               # stb_image / stb_image_write (compiled in our own wrapper)
   libgtest-dev googletest  # tests
-  libbenchmark-dev         # benchmarks
+  libbenchmark-dev libfaiss-dev  # benchmarks
   libcli11-dev nlohmann-json3-dev  # example apps' CLI and JSON (never in the core headers)
   dataset-fashion-mnist    # the default data set
   clang libclang-rt-dev    # libFuzzer targets

@@ -7,6 +7,11 @@
 // uses (RowPath::kAuto), and the speed-up is printed. Each row notes whether its main tensor is >= 4x the L2
 // size (the condition for the >= 70%-of-copy target; smaller ones are partly served from L2 and shown
 // for reference), and a closing "targets" block checks the >= 70% and fused >= 2x composed goals.
+// The softmax-row kernels (CE backward, fused head) also run on every RowPath side by side (kStreaming: the row
+// read twice; kSmemCache / kSmemCacheWide: part of the row kept in shared memory between the passes), so the
+// choice behind kAuto is visible. The exact top-k search (10 000 queries x 60 000 gallery x 512, k = 10) is
+// timed beside its GEMMs alone (the selection's share of the time), and the AMP gradient unscale as a
+// bandwidth kernel.
 // Usage: bench_device_kernels [--reps N] [--markdown FILE]   (exits 0 with a message when there is no GPU)
 #include <cuda_runtime_api.h>
 
@@ -185,6 +190,23 @@ int main(int argc, char** argv) {
     const ak::ArcMarginShape as{n, classes, 1};
     const ak::CrossEntropyShape cs{n, classes};
     kc::arc_margin_forward(as, arc, cos, labels, nullptr, logits, nullptr);
+    // Every explicit row path, for reference (the production rows below use kAuto).
+    const std::pair<kc::RowPath, const char*> paths[] = {{kc::RowPath::kStreaming, "streaming"},
+                                                         {kc::RowPath::kSmemCache, "smem cache"},
+                                                         {kc::RowPath::kSmemCacheWide, "smem cache wide"}};
+    for (const auto& [rp, tag] : paths) {
+      rows.push_back({std::string("  cross_entropy_backward [") + tag + "]", shape, 8.0 * e,
+                      timer.time_ms([&] {
+                        kc::cross_entropy_backward(cs, ce, logits, labels, nullptr, unit, glogits, ws, nullptr, rp);
+                      }),
+                      "RowPath reference", false, 4.0 * e});
+      rows.push_back({std::string("  fused fwd+grad [") + tag + "]", shape, 8.0 * e,
+                      timer.time_ms([&] {
+                        kc::arc_margin_cross_entropy_forward(as, arc, ce, cos, labels, nullptr, nullptr, loss, gcos,
+                                                             ws, nullptr, rp);
+                      }),
+                      "RowPath reference", false, 4.0 * e});
+    }
     // The production path (kAuto) for every row, fused and composed alike.
     const kc::RowPath path = kc::RowPath::kAuto;
     rows.push_back({"cross_entropy_forward", shape, 4.0 * e,
@@ -255,6 +277,61 @@ int main(int argc, char** argv) {
     for (float* q : bufs) cudaFree(q);
   }
 
+  // ---- AMP gradient unscale over 64 tensors, 8x L2 of gradients in all ----
+  {
+    const int tensors = 64;
+    const std::size_t per = (8 * l2 / 4) / tensors;
+    std::vector<float*> bufs;
+    std::vector<kc::AmpTensor> ts(tensors);
+    for (auto& t : ts) {
+      float* g = alloc_floats(per);
+      fill_uniform(g, per, -1.f, 1.f, 21);
+      t = {g, std::int64_t(per)};
+      bufs.push_back(g);
+    }
+    float* flags = alloc_floats(2);
+    const float h[2] = {1.f, 0.f};  // inv_scale 1: the gradients keep their values run after run
+    check(cudaMemcpy(flags, h, sizeof h, cudaMemcpyHostToDevice), "flags");
+    rows.push_back({"amp_unscale (multi-tensor)", std::to_string(tensors) + " x " + std::to_string(per),
+                    8.0 * double(per) * tensors,
+                    timer.time_ms([&] { kc::amp_unscale(ts.data(), tensors, flags, flags + 1, nullptr); }), ""});
+    for (float* q : bufs) cudaFree(q);
+    cudaFree(flags);
+  }
+
+  // ---- exact top-k search: 10 000 queries x 60 000 gallery x 512, k = 10 ----
+  std::string search_table =
+      "\n| top-k search (cosine, k=10) | query_block x gallery_block | search ms | GEMMs alone ms | search / GEMMs | "
+      "GEMM TFLOP/s |\n|---|---|---:|---:|---:|---:|\n";
+  {
+    const std::int64_t nq = 10000, ng = 60000, d = 512;
+    float* q = alloc_floats(std::size_t(nq * d));
+    float* g = alloc_floats(std::size_t(ng * d));
+    fill_uniform(q, std::size_t(nq * d), -1.f, 1.f, 31);
+    fill_uniform(g, std::size_t(ng * d), -1.f, 1.f, 32);
+    float* out_s = alloc_floats(std::size_t(nq * 10));
+    std::int64_t* out_i = nullptr;
+    check(cudaMalloc(reinterpret_cast<void**>(&out_i), std::size_t(nq * 10) * 8), "cudaMalloc indices");
+    const std::int64_t blocks[][2] = {{1024, 16384}, {2048, 32768}};
+    for (const auto& b : blocks) {
+      kc::TopkSearchShape s{nq, ng, d, 10, b[0], b[1]};
+      float* ws = alloc_floats(std::size_t(kc::topk_search_workspace_floats(s)));
+      const double search_ms = timer.time_ms(
+          [&] { kc::topk_search(s, kc::SearchMetric::kCosine, q, g, out_s, out_i, ws, nullptr); });
+      const double gemm_ms = timer.time_ms([&] { kc::topk_search_gemm_only(s, q, g, ws, nullptr); });
+      char line[256];
+      std::snprintf(line, sizeof line, "| %lldx%lldx%lld | %lld x %lld | %.2f | %.2f | %.0f%% | %.1f |\n",
+                    (long long)nq, (long long)ng, (long long)d, (long long)b[0], (long long)b[1], search_ms, gemm_ms,
+                    100.0 * search_ms / gemm_ms, 2.0 * double(nq) * ng * d / (gemm_ms * 1e9));
+      search_table += line;
+      cudaFree(ws);
+    }
+    cudaFree(q);
+    cudaFree(g);
+    cudaFree(out_s);
+    cudaFree(out_i);
+  }
+
   // ---- report ----
   const double big = 4.0 * double(l2);
   std::string table = "| kernel | shape | MB moved (floor) | median µs | GB/s | % of D2D copy | tensor >= 4x L2 | note |\n"
@@ -283,7 +360,7 @@ int main(int argc, char** argv) {
   }
   char hdr[160];
   std::snprintf(hdr, sizeof hdr, "\nTargets (tensors >= 4x L2 = %.0f MiB only):\n", big / double(1 << 20));
-  table += hdr + targets;
+  table += hdr + targets + search_table;
   std::printf("\n%s\n(L2 %zu MiB flushed before every timed run; median of %d runs after %d warm-ups)\n", table.c_str(),
               l2 >> 20, timer.reps, timer.warmup);
   if (!markdown.empty()) {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The device script: on a machine with an NVIDIA GPU it configures arclight with the CUDA backend for that GPU's
-# architecture, builds only the `cuda` tests and the device benches, runs the tests, runs compute-sanitizer
-# memcheck on a small subset (when compute-sanitizer exists), runs the benches and prints a short table —
-# in well under 8 minutes, every step under its own timeout. Logs and results go to $OUT when it is set
-# (at most 8 files), else to <build>/logs. Without a GPU it says so and exits 0.
+# architecture, builds only the `cuda` tests (every executable tests/cuda defines: cuda_host, cuda_kernels,
+# cuda_search, cuda_dnn when present) and the device benches (bench_device_kernels, bench_device_dnn when
+# bench/device/CMakeLists.txt defines it), runs the tests, runs compute-sanitizer memcheck on a small subset
+# (when compute-sanitizer exists), runs the benches and prints a short table — in well under 8 minutes, every
+# step under its own timeout. Logs and results go to $OUT when it is set (at most 8 files: summary.txt,
+# build.log, tests.log, sanitizer.log, bench.log, bench_dnn.log, bench.md), else to <build>/logs. Without a GPU
+# it says so and exits 0.
 #
 #   bash bench/device/run.sh               # the device run
 #   bash bench/device/run.sh --force       # build + run anyway without a GPU (checks the script on a CPU box)
@@ -55,7 +58,7 @@ LOG="${OUT:-$BUILD/logs}"
 mkdir -p "$LOG" "$BUILD"
 SUMMARY="$LOG/summary.txt"
 : >"$SUMMARY"
-for f in build.log tests.log tests.xml sanitizer.log bench.log bench.md; do rm -f "$LOG/$f"; done
+for f in build.log tests.log tests.xml sanitizer.log bench.log bench_dnn.log bench.md; do rm -f "$LOG/$f"; done
 STEPS=()
 
 # run_step NAME TIMEOUT LOGFILE CMD...: runs under `timeout` (capped by what is left of the budget), appends to
@@ -89,7 +92,7 @@ finish() {
     echo "GPU: ${GPU_NAME:-none}"
     printf '%-28s %-24s %6s\n' step status seconds
     for s in "${STEPS[@]}"; do IFS='|' read -r a b c <<<"$s"; printf '%-28s %-24s %6s\n' "$a" "$b" "$c"; done
-    [ -f "$LOG/tests.log" ] && { echo; echo "cuda tests:"; grep -E '^\[==========\] [0-9]+ tests? from [0-9]+ test suites? ran|^\[  PASSED  \]|^\[  SKIPPED \] [0-9]+ tests?,|^\[  FAILED  \]' "$LOG/tests.log" | head -40; }
+    [ -f "$LOG/tests.log" ] && { echo; echo "cuda tests:"; grep -E '^==== |^\[==========\] [0-9]+ tests? from [0-9]+ test suites? ran|^\[  PASSED  \]|^\[  SKIPPED \] [0-9]+ tests?,|^\[  FAILED  \]' "$LOG/tests.log" | sed 's/^==== \(tests [^:]*\):.*/\1:/' | head -60; }
     [ -f "$LOG/bench.md" ] && { echo; cat "$LOG/bench.md"; }
   } >>"$SUMMARY"
   echo
@@ -191,27 +194,41 @@ run_step "configure" 150 "$LOG/build.log" cmake -S "$REPO/bench/device" -B "$BUI
 CONF_RC=$?
 BUILD_RC=1
 if (( CONF_RC == 0 )); then
-  run_step "build (sm_$ARCH, -j$JOBS)" 300 "$LOG/build.log" cmake --build "$BUILD" -j "$JOBS" \
-    --target cuda_kernels bench_device_kernels
+  # Everything the device project defines: arclight's CUDA library, the tests/cuda executables, the benches.
+  run_step "build (sm_$ARCH, -j$JOBS)" 300 "$LOG/build.log" cmake --build "$BUILD" -j "$JOBS"
   BUILD_RC=$?
 fi
 TEST_EXE="$BUILD/tests-cuda/cuda_kernels"
 BENCH_EXE="$BUILD/bench_device_kernels"
+DNN_BENCH_EXE="$BUILD/bench_device_dnn"
 
 # ---- 5. tests, sanitizer, benches -----------------------------------------------------------------------
 if (( BUILD_RC == 0 )); then
-  run_step "cuda tests" 150 "$LOG/tests.log" "$TEST_EXE" --gtest_color=no --gtest_output=xml:"$LOG/tests.xml"
+  for t in cuda_host cuda_kernels cuda_search cuda_dnn; do
+    [ -x "$BUILD/tests-cuda/$t" ] || continue
+    run_step "tests $t" 150 "$LOG/tests.log" "$BUILD/tests-cuda/$t" --gtest_color=no
+  done
+  run_step "bench kernels" 150 "$LOG/bench.log" "$BENCH_EXE" --reps 20 --markdown "$LOG/bench.md"
+  if [ -x "$DNN_BENCH_EXE" ]; then
+    run_step "bench dnn" 90 "$LOG/bench_dnn.log" "$DNN_BENCH_EXE"
+    { echo; echo "cuDNN / cuBLAS (bench_device_dnn):"; grep -E '^\|' "$LOG/bench_dnn.log"; } >>"$LOG/bench.md" 2>/dev/null
+  fi
   SAN="$(command -v compute-sanitizer || true)"
   [ -z "$SAN" ] && [ -x "$CUDA_ROOT/bin/compute-sanitizer" ] && SAN="$CUDA_ROOT/bin/compute-sanitizer"
   [ -z "$SAN" ] && SAN="$(ls /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)"
   if [ -n "$SAN" ] && [ -n "$GPU_NAME" ]; then
-    run_step "compute-sanitizer memcheck" 150 "$LOG/sanitizer.log" "$SAN" --tool memcheck --error-exitcode 3 \
+    run_step "compute-sanitizer memcheck" 120 "$LOG/sanitizer.log" "$SAN" --tool memcheck --error-exitcode 3 \
       --leak-check no "$TEST_EXE" --gtest_color=no \
       --gtest_filter='CudaRuntime.*:Shapes/CudaGem.*/0:Shapes/CudaGem.*/6:Shapes/CudaGem.*/9:Shapes/CudaGem.*/10:Shapes/CudaGem.*/11:Rows/CudaRows.*/*_off*:CudaGemEdge.*:CudaRowsEdge.*:Rows/CudaRows.*/n16_c1000*:Rows/CudaRows.*/n7_c300*:Rows/CudaRows.*/n6_c20000*:CudaSchedule.*:CudaOptim.SgdVariantsMatchCpu'
+    [ -x "$BUILD/tests-cuda/cuda_search" ] && run_step "memcheck search" 60 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
+      --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_search" --gtest_color=no \
+      --gtest_filter='CudaSearch.NanScoresAreNeverSelected:CudaSearch.ExactTies*'
+    [ -x "$BUILD/tests-cuda/cuda_host" ] && run_step "memcheck host" 60 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
+      --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_host" --gtest_color=no \
+      --gtest_filter='DeviceTensor.*:AmpUnscale.*'
   else
     STEPS+=("compute-sanitizer memcheck|skipped (${SAN:+no GPU}${SAN:-not installed})|0")
   fi
-  run_step "benches" 150 "$LOG/bench.log" "$BENCH_EXE" --reps 20 --markdown "$LOG/bench.md"
 fi
 finish
 # Exit non-zero when a step failed, so the caller notices.

@@ -158,7 +158,10 @@ inline std::string render_report(const ReportData& d) {
   o << "<h1>" << html_escape(d.title) << "</h1>\n<h2 id='metrics'>Metrics</h2><table id='metrics-table'>";
   for (const auto& [k, v] : d.metrics) o << "<tr><th>" << html_escape(k) << "</th><td>" << html_escape(v) << "</td></tr>";
   o << "</table>\n<h2 id='curves'>Training</h2><div>" << svg_chart("loss", d.loss_curves, "epoch")
-    << svg_chart("learning rate", d.lr_curves, "epoch") << svg_chart("validation accuracy", d.acc_curves, "epoch")
+    << svg_chart("learning rate", d.lr_curves, "epoch")
+    << (d.acc_curves.empty() ? std::string("<p id='no-validation'>No validation accuracy: this run has no validation "
+                                           "split (train with --fold k or --fold all).</p>")
+                             : svg_chart("validation accuracy", d.acc_curves, "epoch"))
     << "</div>\n<h2 id='confusion'>Confusion matrix (nearest neighbour)</h2>" << svg_confusion(d.confusion, d.class_names)
     << "\n<h2 id='per-class'>Per-class accuracy</h2><table>";
   for (std::size_t c = 0; c < d.per_class_accuracy.size(); ++c)

@@ -1,6 +1,7 @@
 // CPU kernels of the pointwise activations (ReLU, SiLU, GELU-erf, Sigmoid; kernels/common/activation_math.hpp
 // holds the scalar math) and of PReLU with a single or a per-channel slope, forward and backward. Elementwise
-// loops are OpenMP-parallel and vectorisable (the activation is switched once, outside the loop). PReLU's
+// loops are OpenMP-parallel and vectorisable (the activation is switched once, outside the loop; float SiLU and
+// Sigmoid use kernels/cpu/vec_math.hpp's polynomial exp, double keeps libm). PReLU's
 // slope gradient is reduced per channel inside one thread, so it is deterministic.
 #pragma once
 
@@ -10,6 +11,7 @@
 
 #include "arclight/core/error.hpp"
 #include "kernels/common/activation_math.hpp"
+#include "kernels/cpu/vec_math.hpp"
 
 namespace arclight::kernels::cpu {
 
@@ -49,9 +51,9 @@ void activation_forward(Activation act, const T* x, T* y, std::int64_t n) {
   detail::check_activation("activation_forward", act, n);
   switch (act) {
     case Activation::ReLU: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = relu(x[i]); }); break;
-    case Activation::SiLU: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = silu(x[i]); }); break;
+    case Activation::SiLU: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = act_silu(x[i]); }); break;
     case Activation::GELU: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = gelu(x[i]); }); break;
-    case Activation::Sigmoid: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = sigmoid(x[i]); }); break;
+    case Activation::Sigmoid: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = act_sigmoid(x[i]); }); break;
     case Activation::Identity: detail::map_elementwise<T>(n, [=](std::int64_t i) { y[i] = x[i]; }); break;
   }
 }
@@ -67,13 +69,13 @@ void activation_backward(Activation act, const T* x, const T* dy, T* dx, std::in
       detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i] * relu_grad(x[i]); });
       break;
     case Activation::SiLU:
-      detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i] * silu_grad(x[i]); });
+      detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i] * act_silu_grad(x[i]); });
       break;
     case Activation::GELU:
       detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i] * gelu_grad(x[i]); });
       break;
     case Activation::Sigmoid:
-      detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i] * sigmoid_grad(x[i]); });
+      detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i] * act_sigmoid_grad(x[i]); });
       break;
     case Activation::Identity: detail::map_elementwise<T>(n, [=](std::int64_t i) { dx[i] = dy[i]; }); break;
   }

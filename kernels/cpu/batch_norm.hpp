@@ -8,6 +8,7 @@
 // Defaults in the layers: PyTorch eps 1e-5 / momentum 0.1, TF-ported models eps 1e-3 / momentum 0.01.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -15,6 +16,7 @@
 
 #include "arclight/core/error.hpp"
 #include "kernels/common/activation_math.hpp"
+#include "kernels/cpu/vec_math.hpp"
 
 namespace arclight::kernels::cpu {
 
@@ -54,31 +56,93 @@ inline void check_bn_args(const char* op, double eps, const void* x, const void*
   ARCLIGHT_CHECK(x != nullptr && out != nullptr, op, "input and output pointers must not be null");
 }
 
-// Applies f(value, index) to every element of channel c.
-template <typename F>
-inline void for_channel(const BatchNormShape& s, std::int64_t c, F&& f) {
-  for (std::int64_t n = 0; n < s.n; ++n) {
-    const std::int64_t base = (n * s.c + c) * s.inner;
-    for (std::int64_t k = 0; k < s.inner; ++k) f(base + k);
+// The rows of channel c: image n's plane starts at (n*c_total + c)*inner.
+inline std::int64_t row_offset(const BatchNormShape& s, std::int64_t n, std::int64_t c) { return (n * s.c + c) * s.inner; }
+
+// y[k] = act(x[k]*a + b) over one row; the activation is switched once per row and each case is a plain
+// vectorisable loop (float SiLU/Sigmoid use kernels/cpu/vec_math.hpp's exp).
+template <typename T>
+inline void affine_act_row(Activation act, const T* x, T a, T b, T* y, std::int64_t len) {
+  switch (act) {
+    case Activation::ReLU:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) {
+        const T z = x[k] * a + b;
+        y[k] = z > T(0) ? z : T(0);
+      }
+      break;
+    case Activation::SiLU:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) y[k] = act_silu(x[k] * a + b);
+      break;
+    case Activation::Sigmoid:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) y[k] = act_sigmoid(x[k] * a + b);
+      break;
+    case Activation::GELU:
+      for (std::int64_t k = 0; k < len; ++k) y[k] = gelu(x[k] * a + b);
+      break;
+    default:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) y[k] = x[k] * a + b;
   }
 }
 
-// y = act(x * scale_c + shift_c) over every element (y may alias x).
+// dz[k] = dy[k]·act'(x[k]*a + b) over one row (dz may alias dy).
+template <typename T>
+inline void act_grad_row(Activation act, const T* x, const T* dy, T a, T b, T* dz, std::int64_t len) {
+  switch (act) {
+    case Activation::ReLU:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) dz[k] = x[k] * a + b > T(0) ? dy[k] : T(0);
+      break;
+    case Activation::SiLU:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) dz[k] = dy[k] * act_silu_grad(x[k] * a + b);
+      break;
+    case Activation::Sigmoid:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) dz[k] = dy[k] * act_sigmoid_grad(x[k] * a + b);
+      break;
+    case Activation::GELU:
+      for (std::int64_t k = 0; k < len; ++k) dz[k] = dy[k] * gelu_grad(x[k] * a + b);
+      break;
+    default:
+#pragma omp simd
+      for (std::int64_t k = 0; k < len; ++k) dz[k] = dy[k];
+  }
+}
+
+// y = act(x * scale_c + shift_c) over every element (y may alias x). Parallel over (image, channel) rows.
 template <typename T>
 void bn_apply(const BatchNormShape& s, const T* x, const double* scale, const double* shift, Activation act, T* y) {
 #pragma omp parallel for collapse(2) schedule(static)
-  for (std::int64_t n = 0; n < s.n; ++n) {
+  for (std::int64_t n = 0; n < s.n; ++n)
     for (std::int64_t c = 0; c < s.c; ++c) {
-      const std::int64_t base = (n * s.c + c) * s.inner;
-      const T a = T(scale[c]), b = T(shift[c]);
-      if (act == Activation::Identity) {
-#pragma omp simd
-        for (std::int64_t k = 0; k < s.inner; ++k) y[base + k] = x[base + k] * a + b;
-      } else {
-        for (std::int64_t k = 0; k < s.inner; ++k) y[base + k] = activation_apply(act, x[base + k] * a + b);
-      }
+      const std::int64_t o = row_offset(s, n, c);
+      affine_act_row(act, x + o, T(scale[c]), T(shift[c]), y + o, s.inner);
+    }
+}
+
+// Per-channel mean and biased variance in one pass, double accumulation, shifted by the channel's first
+// element (sums of x − K and (x − K)² with K close to the mean keep E[d²] − E[d]² free of cancellation).
+template <typename T>
+void channel_moments(const BatchNormShape& s, std::int64_t c, const T* x, double& mean, double& var) {
+  const double K = double(x[row_offset(s, 0, c)]);
+  double s1 = 0.0, s2 = 0.0;
+  for (std::int64_t n = 0; n < s.n; ++n) {
+    const T* xr = x + row_offset(s, n, c);
+#pragma omp simd reduction(+ : s1, s2)
+    for (std::int64_t k = 0; k < s.inner; ++k) {
+      const double d = double(xr[k]) - K;
+      s1 += d;
+      s2 += d * d;
     }
   }
+  const double M = double(s.per_channel());
+  const double md = s1 / M;
+  mean = K + md;
+  var = std::max(0.0, s2 / M - md * md);
 }
 }  // namespace detail
 
@@ -104,31 +168,26 @@ void batch_norm_forward_train(const BatchNormShape& s, const T* x, const T* weig
   ARCLIGHT_CHECK((running_mean == nullptr) == (running_var == nullptr), op,
                  "running_mean and running_var must be given together");
   const double M = double(s.per_channel());
-  std::vector<double> scale(std::size_t(s.c)), shift(std::size_t(s.c));
 #pragma omp parallel for schedule(static)
   for (std::int64_t c = 0; c < s.c; ++c) {
-    double sum = 0.0;
-    detail::for_channel(s, c, [&](std::int64_t i) { sum += double(x[i]); });
-    const double mean = sum / M;
-    double ss = 0.0;
-    detail::for_channel(s, c, [&](std::int64_t i) {
-      const double d = double(x[i]) - mean;
-      ss += d * d;
-    });
-    const double var = ss / M;
+    double mean = 0.0, var = 0.0;
+    detail::channel_moments(s, c, x, mean, var);
     const double invstd = 1.0 / std::sqrt(var + double(eps));
     const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
-    scale[std::size_t(c)] = invstd * w;
-    shift[std::size_t(c)] = b - mean * invstd * w;
     if (save_mean) save_mean[c] = T(mean);
     if (save_invstd) save_invstd[c] = T(invstd);
     if (running_mean) {
       const double mom = double(momentum);
       running_mean[c] = T((1.0 - mom) * double(running_mean[c]) + mom * mean);
-      running_var[c] = T((1.0 - mom) * double(running_var[c]) + mom * ss / (M - 1.0));
+      running_var[c] = T((1.0 - mom) * double(running_var[c]) + mom * var * M / (M - 1.0));
+    }
+    // Normalise the channel right away, while its n·inner values are still in this core's cache.
+    const T a = T(invstd * w), sh = T(b - mean * invstd * w);
+    for (std::int64_t n = 0; n < s.n; ++n) {
+      const std::int64_t o = detail::row_offset(s, n, c);
+      detail::affine_act_row(act, x + o, a, sh, y + o, s.inner);
     }
   }
-  detail::bn_apply(s, x, scale.data(), shift.data(), act, y);
 }
 
 // Eval-mode forward: y = act((x - running_mean) / sqrt(running_var + eps) * weight + bias).
@@ -155,46 +214,76 @@ void batch_norm_forward_eval(const BatchNormShape& s, const T* x, const T* weigh
 
 namespace detail {
 // Shared backward: given per-channel mean/invstd (batch ones in train mode, running ones in eval mode),
-// dz = dy * act'(z) with z = xhat * w + b recomputed; d_weight = sum dz xhat, d_bias = sum dz; and
-// dx = w invstd (dz - mean(dz) - xhat mean(dz xhat)) in train mode, dx = w invstd dz in eval mode.
+// dz = dy * act'(z) with z = xhat * w + b = x * (w invstd) + (b - mean w invstd) recomputed; d_weight = sum dz xhat,
+// d_bias = sum dz; and dx = w invstd (dz - mean(dz) - xhat mean(dz xhat)) in train mode, dx = w invstd dz in
+// eval mode. With an activation and dx requested, dz is first written into dx (so it is evaluated once), then
+// dx is finished in place; dx may alias dy (every element reads its own dy before writing).
 template <typename T>
 void bn_backward(const BatchNormShape& s, const T* x, const T* dy, const T* weight, const T* bias,
                  const double* mean, const double* invstd, bool train, Activation act, T* dx, T* d_weight,
                  T* d_bias) {
   const double M = double(s.per_channel());
+  const bool identity = act == Activation::Identity;
 #pragma omp parallel for schedule(static)
   for (std::int64_t c = 0; c < s.c; ++c) {
     const double mu = mean[c], is = invstd[c];
     const double w = weight ? double(weight[c]) : 1.0, b = bias ? double(bias[c]) : 0.0;
-    auto dz_at = [&](std::int64_t i, double xhat) {
-      const double g = double(dy[i]);
-      if (act == Activation::Identity) return g;
-      return g * double(activation_derivative(act, T(xhat * w + b)));
-    };
-    double sum_dz = 0.0, sum_dz_xhat = 0.0;
-    if (train || d_weight || d_bias) {
-      for_channel(s, c, [&](std::int64_t i) {
-        const double xhat = (double(x[i]) - mu) * is;
-        const double dz = dz_at(i, xhat);
-        sum_dz += dz;
-        sum_dz_xhat += dz * xhat;
-      });
+    const T zs = T(w * is), zb = T(b - mu * w * is);  // z = x * zs + zb
+    const T tmu = T(mu), tis = T(is);
+    double sum_dz = 0.0, sum_dz_xc = 0.0;  // sum_dz_xc = sum dz (x - mu); sum dz xhat = is * sum_dz_xc
+    const bool need_sums = train || d_weight || d_bias;
+    for (std::int64_t n = 0; n < s.n && (need_sums || (dx && !identity)); ++n) {
+      const std::int64_t o = row_offset(s, n, c);
+      const T* xr = x + o;
+      const T* dzr = dy + o;
+      if (!identity) {
+        if (dx) {
+          act_grad_row(act, xr, dy + o, zs, zb, dx + o, s.inner);
+          dzr = dx + o;
+        } else {
+          // Only sums wanted: evaluate dz on the fly.
+          double s0 = 0.0, s1 = 0.0;
+          if (act == Activation::SiLU) {
+#pragma omp simd reduction(+ : s0, s1)
+            for (std::int64_t k = 0; k < s.inner; ++k) {
+              const double dz = double(dy[o + k] * act_silu_grad(xr[k] * zs + zb));
+              s0 += dz;
+              s1 += dz * (double(xr[k]) - mu);
+            }
+          } else {
+            for (std::int64_t k = 0; k < s.inner; ++k) {
+              const double dz = double(dy[o + k] * activation_derivative(act, T(xr[k] * zs + zb)));
+              s0 += dz;
+              s1 += dz * (double(xr[k]) - mu);
+            }
+          }
+          sum_dz += s0, sum_dz_xc += s1;
+          continue;
+        }
+      }
+      if (!need_sums) continue;
+      double s0 = 0.0, s1 = 0.0;
+#pragma omp simd reduction(+ : s0, s1)
+      for (std::int64_t k = 0; k < s.inner; ++k) {
+        const double dz = double(dzr[k]);
+        s0 += dz;
+        s1 += dz * (double(xr[k]) - mu);
+      }
+      sum_dz += s0, sum_dz_xc += s1;
     }
+    const double sum_dz_xhat = sum_dz_xc * is;
     if (d_weight) d_weight[c] = T(sum_dz_xhat);
     if (d_bias) d_bias[c] = T(sum_dz);
     if (!dx) continue;
-    const double k = w * is;
-    if (train) {
-      const double mean_dz = sum_dz / M, mean_dz_xhat = sum_dz_xhat / M;
-      for_channel(s, c, [&](std::int64_t i) {
-        const double xhat = (double(x[i]) - mu) * is;
-        dx[i] = T(k * (dz_at(i, xhat) - mean_dz - xhat * mean_dz_xhat));
-      });
-    } else {
-      for_channel(s, c, [&](std::int64_t i) {
-        const double xhat = (double(x[i]) - mu) * is;
-        dx[i] = T(k * dz_at(i, xhat));
-      });
+    const T k = T(w * is);
+    const T m_dz = train ? T(sum_dz / M) : T(0), m_dzx = train ? T(sum_dz_xhat / M) : T(0);
+    for (std::int64_t n = 0; n < s.n; ++n) {
+      const std::int64_t o = row_offset(s, n, c);
+      const T* xr = x + o;
+      const T* dzr = identity ? dy + o : dx + o;  // with an activation, dx already holds dz
+      T* dxr = dx + o;
+#pragma omp simd
+      for (std::int64_t j = 0; j < s.inner; ++j) dxr[j] = k * (dzr[j] - m_dz - (xr[j] - tmu) * tis * m_dzx);
     }
   }
 }

@@ -20,6 +20,8 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -41,6 +43,9 @@ using kernels::PadMode;
 // enough to stay far from the memory of a 2-core box. The buffer never exceeds max(budget, the columns of one
 // output row of one image).
 inline constexpr std::size_t kConvColumnBudgetBytes = std::size_t(64) << 20;
+
+// 1x1 convolutions on maps of at most this many pixels fold the batch into one GEMM (see fold_batch_for_1x1).
+inline constexpr std::int64_t kFoldBatchMaxPlane = 4;
 
 // Which algorithm a convolution pass runs. Auto picks: Depthwise when groups == c_in > 1, Gemm1x1 for a
 // 1x1 stride-1 unpadded kernel, Im2col otherwise. Forcing an algorithm the shape does not allow throws.
@@ -264,9 +269,23 @@ void col2im_rows_accumulate(const Conv2dShape& s, const T* col, std::int64_t r0,
 namespace detail {
 
 // The im2col buffer: the caller's workspace when one is given (checked for size), else a local allocation.
+// Per-thread scratch memory for kernel temporaries (im2col columns, folded operands): `slot` 0..2 name
+// independent buffers; each grows to the largest size asked for and is kept for the thread's life, so the
+// steady state of a training loop allocates nothing. Contents are uninitialised.
+template <typename T>
+T* scratch(int slot, std::int64_t elems) {
+  thread_local std::unique_ptr<T[]> bufs[3];
+  thread_local std::int64_t caps[3] = {0, 0, 0};
+  if (caps[slot] < elems) {
+    bufs[slot].reset();
+    bufs[slot].reset(new T[std::size_t(elems)]);
+    caps[slot] = elems;
+  }
+  return bufs[slot].get();
+}
+
 template <typename T>
 struct ColumnBuffer {
-  std::vector<T> owned;
   T* data = nullptr;
   ColumnBuffer(std::int64_t elems, std::span<T> workspace, const char* op) {
     if (!workspace.empty()) {
@@ -274,11 +293,52 @@ struct ColumnBuffer {
                      " elements, the column buffer needs ", elems, " (see conv2d_workspace_elems)");
       data = workspace.data();
     } else {
-      owned.resize(std::size_t(elems));
-      data = owned.data();
+      data = scratch<T>(0, elems);
     }
   }
 };
+
+// y [n, c] += bias[c] per row.
+template <typename T>
+void add_row_bias(T* y, std::int64_t n, std::int64_t c, const T* bias) {
+  for (std::int64_t b = 0; b < n; ++b) {
+    T* row = y + b * c;
+#pragma omp simd
+    for (std::int64_t ch = 0; ch < c; ++ch) row[ch] += bias[ch];
+  }
+}
+
+// [n, c, P] → [c, n·P] (the batch folded into the GEMM's column dimension). Parallel over channels.
+template <typename T>
+void fold_batch(const T* x, std::int64_t n, std::int64_t c, std::int64_t P, T* out) {
+#pragma omp parallel for schedule(static) if (n * c * P >= (1 << 14))
+  for (std::int64_t ch = 0; ch < c; ++ch)
+    for (std::int64_t b = 0; b < n; ++b) std::memcpy(out + (ch * n + b) * P, x + (b * c + ch) * P, std::size_t(P) * sizeof(T));
+}
+
+// [c, n·P] → [n, c, P], adding bias[ch] when given.
+template <typename T>
+void unfold_batch(const T* in, std::int64_t n, std::int64_t c, std::int64_t P, const T* bias, T* y) {
+#pragma omp parallel for collapse(2) schedule(static) if (n * c * P >= (1 << 14))
+  for (std::int64_t b = 0; b < n; ++b)
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+      const T* src = in + (ch * n + b) * P;
+      T* dst = y + (b * c + ch) * P;
+      const T v = bias ? bias[ch] : T(0);
+#pragma omp simd
+      for (std::int64_t p = 0; p < P; ++p) dst[p] = src[p] + v;
+    }
+}
+
+// Whether a 1x1 pass folds the batch into one GEMM instead of one GEMM per image. On 1x1 maps (P = 1) the
+// tensors already are [n, c] matrices and one GEMM replaces n matrix-vector products with no copy; on 2x2
+// maps the operands are copied to [c, n·P] and back, which costs less than n very skinny GEMMs (OpenBLAS
+// measured up to 8x slower on 128 per-image [320 x 4 x 1152] products than on the folded one). From 3x3 up
+// the copies cost more than they save (measured with /tmp-style side-by-side runs of both paths; see
+// bench/RESULTS.md, "1x1 convolutions").
+inline bool fold_batch_for_1x1(const Conv2dShape& s) {
+  return s.groups == 1 && s.n > 1 && s.out_h * s.out_w <= kFoldBatchMaxPlane;
+}
 
 // Visits the tiles of the im2col plan: f(n0, nb, r0, r1).
 template <typename F>
@@ -336,6 +396,20 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
 
   const std::int64_t G = s.groups, cig = s.c_in_per_group(), cog = s.c_out_per_group();
   const std::int64_t K = s.fan_in(), P = s.out_h * s.out_w;
+  if (algo == ConvAlgo::Gemm1x1 && detail::fold_batch_for_1x1(s)) {
+    if (P == 1) {  // Y [n, c_out] = X [n, c_in] . W^T, then the bias
+      detail::gemm<T>(false, true, s.n, s.c_out, s.c_in, T(1), x, s.c_in, w, K, T(0), y, s.c_out);
+      if (bias) detail::add_row_bias(y, s.n, s.c_out, bias);
+      return;
+    }
+    // Y (c_out x n·P) = W (c_out x c_in) . X (c_in x n·P), with X and Y the batch-folded copies.
+    T* xf = detail::scratch<T>(1, s.c_in * s.n * P);
+    T* yf = detail::scratch<T>(2, s.c_out * s.n * P);
+    detail::fold_batch(x, s.n, s.c_in, P, xf);
+    detail::gemm<T>(false, false, s.c_out, s.n * P, s.c_in, T(1), w, K, xf, s.n * P, T(0), yf, s.n * P);
+    detail::unfold_batch(yf, s.n, s.c_out, P, bias, y);
+    return;
+  }
   if (algo == ConvAlgo::Gemm1x1) {
     // y_n[g] (cog x P) = W[g] (cog x cig) . x_n[g] (cig x P): the image is already the column matrix.
     if (bias) detail::fill_output_rows(s, bias, 0, s.n, 0, s.out_h, y);
@@ -377,6 +451,19 @@ void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx, 
 
   const std::int64_t G = s.groups, cig = s.c_in_per_group(), cog = s.c_out_per_group();
   const std::int64_t K = s.fan_in(), P = s.out_h * s.out_w, HW = s.h * s.w;
+  if (algo == ConvAlgo::Gemm1x1 && detail::fold_batch_for_1x1(s)) {
+    if (P == 1) {  // dX [n, c_in] = dY [n, c_out] . W
+      detail::gemm<T>(false, false, s.n, s.c_in, s.c_out, T(1), dy, s.c_out, w, K, T(0), dx, s.c_in);
+      return;
+    }
+    // dX (c_in x n·P) = W^T (c_in x c_out) . dY (c_out x n·P), batch-folded.
+    T* dyf = detail::scratch<T>(1, s.c_out * s.n * P);
+    T* dxf = detail::scratch<T>(2, s.c_in * s.n * P);
+    detail::fold_batch(dy, s.n, s.c_out, P, dyf);
+    detail::gemm<T>(true, false, s.c_in, s.n * P, s.c_out, T(1), w, K, dyf, s.n * P, T(0), dxf, s.n * P);
+    detail::unfold_batch<T>(dxf, s.n, s.c_in, P, nullptr, dx);
+    return;
+  }
   if (algo == ConvAlgo::Gemm1x1) {
     // dx_n[g] (cig x P) = W[g]^T (cig x cog) . dy_n[g] (cog x P).
     for (std::int64_t n = 0; n < s.n; ++n)
@@ -433,6 +520,19 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw
     }
   }
   if (!dw) return;
+  if (algo == ConvAlgo::Gemm1x1 && detail::fold_batch_for_1x1(s)) {
+    if (P == 1) {  // dW [c_out, c_in] = dY^T . X
+      detail::gemm<T>(true, false, s.c_out, s.c_in, s.n, T(1), dy, s.c_out, x, s.c_in, T(0), dw, K);
+      return;
+    }
+    // dW (c_out x c_in) = dY (c_out x n·P) . X^T (n·P x c_in), batch-folded: one GEMM with k = n·P.
+    T* dyf = detail::scratch<T>(1, s.c_out * s.n * P);
+    T* xf = detail::scratch<T>(2, s.c_in * s.n * P);
+    detail::fold_batch(dy, s.n, s.c_out, P, dyf);
+    detail::fold_batch(x, s.n, s.c_in, P, xf);
+    detail::gemm<T>(false, true, s.c_out, s.c_in, s.n * P, T(1), dyf, s.n * P, xf, s.n * P, T(0), dw, K);
+    return;
+  }
   for (std::int64_t i = 0; i < s.weight_numel(); ++i) dw[i] = T(0);
   if (algo == ConvAlgo::Gemm1x1) {
     // dW[g] (cog x cig) += dy_n[g] (cog x P) . x_n[g]^T (P x cig)

@@ -17,6 +17,10 @@
 // (no sub-centres) take the vectorised kernel: float4 loads and stores on the 16-byte-aligned body of the row
 // (a scalar head and tail handle any misalignment and widths that are not a multiple of 4), kStreamVec float4
 // loads in flight per thread. Sub-centre rows take the scalar kernel (each class reads K cosines).
+// That re-read makes the gradient pass move 12 bytes per element against the 8-byte floor, so the cached kernel
+// (RowPath::kSmemCache / kSmemCacheWide) keeps the FRONT of the row, the part least likely to still be in L2, in
+// dynamic shared memory during pass 1 (up to the SM's opt-in limit, queried per device) and reads only the rest
+// again: a row that fits is read once, a 100k-class row about half. Same arithmetic as streaming.
 // (An earlier sm_90 thread-block-cluster kernel that held the row in registers measured 2-4x slower than
 // streaming on an H100 and was removed.)
 // Bad labels: a row whose label is out of range gets a NaN loss and a NaN gradient row (no OOB access).
@@ -249,10 +253,19 @@ __global__ void __launch_bounds__(kStreamThreadsWide) softmax_row_stream_kernel(
 }
 
 constexpr int kStreamVec = 4;  // float4 loads in flight per thread per round (64 bytes)
+constexpr int kCacheThreadsMax = 1024;
+// Below this width a row stays in L1/L2 between the passes anyway: the cached kernels are not used.
+constexpr std::int64_t kCacheMinClasses = 4096;
 
-// Vectorised row kernel for plain rows (k == 1): one block per row.
-template <bool kArc>
-__global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(RowCeParams P) {
+// Vectorised row engine for plain rows (k == 1): one block per row. With kCache, the first cache_cap4 float4s
+// of the row's aligned body are kept in shared memory (`cache`, dynamic) as pass 1 reads them, and pass 2 takes
+// them from there instead of re-reading global memory: a row that fits is read from DRAM once (8 bytes per
+// element moved, the floor); a longer row re-reads only its uncached tail, back to front as before. Element i
+// of the cache is written and read by the same thread (the same index mapping in both passes), so it needs no
+// barrier of its own, and the arithmetic is the streaming kernel's, value for value.
+template <bool kArc, bool kCache>
+__device__ __forceinline__ void softmax_row_vec_body(const RowCeParams& P, float4* __restrict__ cache,
+                                                     std::int64_t cache_cap4) {
   __shared__ RowHead head;
   __shared__ float scratch[99];
   const std::int64_t kc = P.classes;
@@ -273,6 +286,7 @@ __global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(
     const float4* __restrict__ in4 = reinterpret_cast<const float4*>(in_row + lead);
     const std::int64_t round = bs * kStreamVec;
     const std::int64_t rounds = (n4 + round - 1) / round;
+    const std::int64_t cache_n4 = kCache ? (n4 < cache_cap4 ? n4 : cache_cap4) : 0;
 
     SoftmaxAccumulator<float> acc{-INFINITY, 0.f};
     float wz = 0.f;
@@ -294,6 +308,9 @@ __global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(
       for (int u = 0; u < kStreamVec; ++u) {
         const std::int64_t i = i0 + std::int64_t(u) * bs;
         if (i < n4) {
+          if constexpr (kCache) {
+            if (i < cache_n4) cache[i] = v[u];
+          }
           const std::int64_t j = lead + 4 * i;
           push(v[u].x, j);
           push(v[u].y, j + 1);
@@ -321,7 +338,11 @@ __global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(
 #pragma unroll
         for (int u = 0; u < kStreamVec; ++u) {
           const std::int64_t i = i0 + std::int64_t(u) * bs;
-          v[u] = i < n4 ? __ldg(in4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+          if (kCache && i < cache_n4) {
+            v[u] = cache[i];
+          } else {
+            v[u] = i < n4 ? __ldg(in4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+          }
         }
 #pragma unroll
         for (int u = 0; u < kStreamVec; ++u) {
@@ -345,6 +366,20 @@ __global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(
     }
     __syncthreads();  // `head` is rewritten for the next row
   }
+}
+
+// The streaming kernel (RowPath::kStreaming): 512 threads, two blocks per SM.
+template <bool kArc>
+__global__ void __launch_bounds__(kStreamThreadsWide, 2) softmax_row_vec_kernel(RowCeParams P) {
+  softmax_row_vec_body<kArc, false>(P, nullptr, 0);
+}
+
+// The shared-memory-cached kernel (RowPath::kSmemCache with 512 threads, kSmemCacheWide with 1024); the cache is
+// the dynamic shared memory, cache_cap4 float4s.
+template <bool kArc>
+__global__ void __launch_bounds__(kCacheThreadsMax) softmax_row_cached_kernel(RowCeParams P, std::int64_t cache_cap4) {
+  extern __shared__ float4 row_cache[];
+  softmax_row_vec_body<kArc, true>(P, row_cache, cache_cap4);
 }
 
 // One block: Σ_j w_j and Σ_i w_{y_i} (NaN when a label is out of range) into sums[0..1].
@@ -464,17 +499,79 @@ inline void validate_ce(const char* op, const CrossEntropyShape& s, const CrossE
   cpu::detail::cross_entropy_validate<float>(op, CrossEntropyShape{0, s.classes}, c, nullptr, nullptr);
 }
 
+// What RowPath::kAuto means for plain rows with a gradient pass (bench/device measures all paths side by side).
+// H100 run 3 (bench/RESULTS.md): at 1024 x 100 000 the wide cache moved 68 % (CE backward) / 66 % (fused) of the
+// copy bandwidth against 65 / 64 % for the 2-blocks-per-SM cache and 63 / 62 % streaming; at 256 rows 65 / 61 %
+// against 60 / 57 % and 57 / 55 %. The wide cache is the fastest in every measured case.
+constexpr RowPath kAutoRowPath = RowPath::kSmemCacheWide;
+
+// Dynamic shared memory for the cached kernel at `blocks_per_sm` resident blocks of `threads`: what one SM holds,
+// shared among them, less each block's static shared memory and the driver's per-block reservation, capped by
+// the per-block opt-in limit and by what the widest row needs; 0 when the device cannot give a useful amount.
+template <bool kArc>
+std::int64_t row_cache_bytes(int blocks_per_sm, std::int64_t classes, const char* op) {
+  int device = 0, per_sm = 0, optin = 0, reserved = 0;
+  check_cuda(cudaGetDevice(&device), op, "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device), op,
+             "cudaDeviceGetAttribute(MaxSharedMemoryPerMultiprocessor)");
+  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), op,
+             "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  check_cuda(cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, device), op,
+             "cudaDeviceGetAttribute(ReservedSharedMemoryPerBlock)");
+  cudaFuncAttributes attr{};
+  check_cuda(cudaFuncGetAttributes(&attr, softmax_row_cached_kernel<kArc>), op, "cudaFuncGetAttributes");
+  const std::int64_t stat = std::int64_t(attr.sharedSizeBytes);
+  // 1 KiB granules, so allocation rounding can never push `blocks_per_sm` blocks past the SM's capacity.
+  std::int64_t bytes = (std::int64_t(per_sm) / blocks_per_sm - stat - reserved) / 1024 * 1024;
+  if (bytes > std::int64_t(optin) - stat) bytes = (std::int64_t(optin) - stat) / 1024 * 1024;
+  const std::int64_t need = (classes / 4) * 16;  // the aligned body of the widest row
+  if (bytes > need) bytes = need;
+  if (bytes < 16 * 1024) return 0;
+  // Confirm the occupancy the size was chosen for (shrinking a little if the device disagrees).
+  const int threads = blocks_per_sm == 1 ? kCacheThreadsMax : kStreamThreadsWide;
+  check_cuda(cudaFuncSetAttribute(softmax_row_cached_kernel<kArc>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  int(bytes)),
+             op, "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  check_cuda(cudaFuncSetAttribute(softmax_row_cached_kernel<kArc>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                  int(cudaSharedmemCarveoutMaxShared)),
+             op, "cudaFuncSetAttribute(PreferredSharedMemoryCarveout)");
+  for (int attempt = 0; attempt < 4 && bytes >= 16 * 1024; ++attempt) {
+    int resident = 0;
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, softmax_row_cached_kernel<kArc>, threads,
+                                                             std::size_t(bytes)),
+               op, "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    if (resident >= blocks_per_sm) return bytes;
+    bytes -= 2048;
+  }
+  return 0;  // the streaming kernel then runs instead
+}
+
 template <bool kArc>
 void run_rows(const RowCeParams& P, RowPath path, const char* op, Stream stream) {
   if (P.n == 0) return;
-  (void)path;  // validated by softmax_rows; every path is the streaming kernel today
-  const int threads = P.classes * P.k >= 4096 ? kStreamThreadsWide : kStreamThreadsNarrow;
   const unsigned grid = unsigned(P.n < (1ll << 30) ? P.n : (1ll << 30));
-  if (P.k == 1) {
-    softmax_row_vec_kernel<kArc><<<grid, threads, 0, stream>>>(P);
-  } else {
+  if (P.k != 1) {
+    const int threads = P.classes * P.k >= 4096 ? kStreamThreadsWide : kStreamThreadsNarrow;
     softmax_row_stream_kernel<kArc, true><<<grid, threads, 0, stream>>>(P);
+    check_launch(op);
+    return;
   }
+  // The cached kernels only pay off when a gradient pass re-reads a row too wide to stay in L1/L2.
+  if (path == RowPath::kAuto) path = kAutoRowPath;
+  const bool cached = (path == RowPath::kSmemCache || path == RowPath::kSmemCacheWide) && P.grad != nullptr &&
+                      P.classes >= kCacheMinClasses;
+  if (cached) {
+    const bool wide = path == RowPath::kSmemCacheWide;
+    const int threads = wide ? kCacheThreadsMax : kStreamThreadsWide;
+    const std::int64_t bytes = row_cache_bytes<kArc>(wide ? 1 : 2, P.classes, op);
+    if (bytes > 0) {  // (row_cache_bytes raised the kernel's dynamic shared memory limit to at least `bytes`)
+      softmax_row_cached_kernel<kArc><<<grid, threads, std::size_t(bytes), stream>>>(P, bytes / 16);
+      check_launch(op);
+      return;
+    }
+  }
+  const int threads = P.classes >= 4096 ? kStreamThreadsWide : kStreamThreadsNarrow;
+  softmax_row_vec_kernel<kArc><<<grid, threads, 0, stream>>>(P);
   check_launch(op);
 }
 
@@ -482,8 +579,9 @@ void run_rows(const RowCeParams& P, RowPath path, const char* op, Stream stream)
 template <bool kArc>
 void softmax_rows(const char* op, RowCeParams P, const CrossEntropyConfig& ce, float* loss, float* workspace,
                   RowPath path, Stream stream) {
-  ARCLIGHT_CHECK(path == RowPath::kAuto || path == RowPath::kStreaming, op, "unknown row path ", int(path),
-                 " (expected kAuto or kStreaming)");
+  ARCLIGHT_CHECK(path == RowPath::kAuto || path == RowPath::kStreaming || path == RowPath::kSmemCache ||
+                     path == RowPath::kSmemCacheWide,
+                 op, "unknown row path ", int(path), " (expected kAuto, kStreaming, kSmemCache or kSmemCacheWide)");
   P.label_smoothing = ce.label_smoothing;
   P.reduction = std::int32_t(ce.reduction);
   const bool want_loss = loss != nullptr;

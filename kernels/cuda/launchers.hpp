@@ -51,10 +51,17 @@ struct DeviceInfo {
 };
 DeviceInfo device_info(int device);
 void set_device(int device);
+// The calling thread's current device (cudaGetDevice).
+int get_device();
+
 
 // Device memory (plain cudaMalloc / cudaFree; the caching allocator builds on these). free of null is a no-op.
 void* device_malloc(std::size_t bytes, const char* op);
 void device_free(void* ptr) noexcept;
+// Page-locked host memory (cudaHostAlloc / cudaFreeHost) for fast, truly asynchronous copies; the caching
+// pinned allocator (arclight/cuda/allocator.hpp) builds on these. 0 bytes gives null; free of null is a no-op.
+void* pinned_host_malloc(std::size_t bytes, const char* op);
+void pinned_host_free(void* ptr) noexcept;
 void memcpy_host_to_device(void* dst, const void* src_host, std::size_t bytes, Stream stream, const char* op);
 void memcpy_device_to_host(void* dst_host, const void* src, std::size_t bytes, Stream stream, const char* op);
 void memcpy_device_to_device(void* dst, const void* src, std::size_t bytes, Stream stream, const char* op);
@@ -84,11 +91,19 @@ void gem_backward(const GemShape& shape, const float* x, const float* gy, const 
 
 // ---- label-smoothing cross-entropy and the fused ArcMargin → LS-CE (kernels/cuda/cross_entropy.cuh) -------
 
-// Which row kernel a softmax-row launcher uses. kAuto (the default, what production calls) picks the fastest;
-// today that is always kStreaming: one block per row, pass 1 front to back, the gradient pass back to front
-// (float4 loads/stores on plain rows, a scalar kernel for sub-centres). The former kCluster path (sm_90
-// thread-block clusters) measured 2-4x slower on an H100 and was removed; any other value is refused.
-enum class RowPath : std::int32_t { kAuto = 0, kStreaming = 1 };
+// Which row kernel a softmax-row launcher uses (plain rows; sub-centre rows always take the scalar streaming
+// kernel, and a forward without a gradient reads each row once whatever the path). kAuto (the default, what
+// production calls) picks the fastest measured one. The gradient pass re-reads the row, so:
+//  - kStreaming: one block of 512 threads per row, two blocks per SM; pass 1 front to back, the gradient pass
+//    back to front from global memory (L2-warm end first). 12 bytes per element moved against the 8-byte floor.
+//  - kSmemCache: the same kernel, plus pass 1 keeps the first part of the row in dynamic shared memory (half an
+//    SM's shared memory per block, two blocks per SM) and pass 2 reads that part from there; rows that fit are
+//    read from DRAM once. Bit-identical to kStreaming (same threads, same arithmetic).
+//  - kSmemCacheWide: 1024 threads and one block per SM holding all the SM's shared memory (~220 KiB on sm_90):
+//    more of a long row on chip; results equal kStreaming's up to float rounding (another reduction split).
+// Rows narrower than 4096 classes take the streaming kernel on every path. (The former sm_90 thread-block-
+// cluster path measured 2-4x slower on an H100 and was removed; its old value 2 now means kSmemCache.)
+enum class RowPath : std::int32_t { kAuto = 0, kStreaming = 1, kSmemCache = 2, kSmemCacheWide = 3 };
 
 // Floats of workspace the CE launchers need (row losses + the class-weight sums).
 std::int64_t cross_entropy_workspace_floats(std::int64_t n);
@@ -135,6 +150,48 @@ void arc_margin_cross_entropy_backward(const ArcMarginShape& shape, const ArcMar
                                        const std::int64_t* labels, const float* class_margins,
                                        const float* class_weights, const float* grad_loss, float* grad_cos,
                                        float* workspace, Stream stream, RowPath path = RowPath::kAuto);
+
+// ---- exact top-k search (kernels/cuda/search.cuh) ----------------------------------------------------
+
+// The largest k topk_search supports.
+inline constexpr std::int64_t kMaxTopk = 128;
+enum class SearchMetric : std::int32_t { kInnerProduct = 0, kCosine = 1 };
+// queries [nq, d] and gallery [ng, d] (row-major floats); the k best gallery rows per query. The score matrix
+// is computed query_block x gallery_block at a time (the workspace), never whole.
+struct TopkSearchShape {
+  std::int64_t nq = 0, ng = 0, d = 0, k = 1;
+  std::int64_t query_block = 1024;
+  std::int64_t gallery_block = 16384;
+};
+// Floats of workspace topk_search needs: min(query_block, nq) * min(gallery_block, ng) + nq + ng.
+std::int64_t topk_search_workspace_floats(const TopkSearchShape& shape);
+// topk_search: for each query i, scores[i, 0..k) and indices[i, 0..k) = the k gallery rows with the highest
+//   similarity (kInnerProduct: q·g; kCosine: q·g / (max(|q|, 1e-12) · max(|g|, 1e-12))), best first, ties
+//   broken by the smaller gallery index (retrieval::FlatIndex's rule). One FP32 cuBLAS GEMM per block pair.
+// requires: 1 <= k <= min(kMaxTopk, ng); ng, d < 2^31; query_block, gallery_block >= 1; scores [nq, k] floats,
+//   indices [nq, k] int64, workspace of topk_search_workspace_floats(shape) floats.
+// ensures: scores and indices written (not accumulated); deterministic; NaN scores are never selected, and a
+//   query with fewer than k non-NaN scores gets (-inf, -1) in its missing slots.
+void topk_search(const TopkSearchShape& shape, SearchMetric metric, const float* queries, const float* gallery,
+                 float* scores, std::int64_t* indices, float* workspace, Stream stream);
+// The GEMMs of topk_search alone (same blocks, same workspace, no selection): what the bench compares against.
+void topk_search_gemm_only(const TopkSearchShape& shape, const float* queries, const float* gallery, float* workspace,
+                           Stream stream);
+
+// ---- mixed precision: gradient unscaling (kernels/cuda/amp.cuh) ---------------------------------------
+
+// One gradient tensor: `count` floats, unscaled in place.
+struct AmpTensor {
+  float* data = nullptr;
+  std::int64_t count = 0;
+};
+// amp_unscale: for every element of every tensor, g = g * (*inv_scale); when any g was inf or NaN before the
+//   multiply, *found_inf = 1 (it is never cleared here: zero it once before the first call of a step).
+// requires: tensors_host of tensor_count entries (count >= 0, data non-null when count > 0); inv_scale and
+//   found_inf point at one device float each (device values, so a CUDA graph can capture the call).
+// ensures: gradients scaled in place (non-finite ones stay non-finite); *found_inf set as above.
+void amp_unscale(const AmpTensor* tensors_host, std::int64_t tensor_count, const float* inv_scale, float* found_inf,
+                 Stream stream);
 
 // ---- learning-rate schedule on the device (kernels/cuda/schedule.cuh) ------------------------------------
 

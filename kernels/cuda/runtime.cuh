@@ -44,6 +44,12 @@ std::string device_description(int device) {
 
 void set_device(int device) { detail::check_cuda(cudaSetDevice(device), "cuda::set_device", "cudaSetDevice"); }
 
+int get_device() {
+  int d = 0;
+  detail::check_cuda(cudaGetDevice(&d), "cuda::get_device", "cudaGetDevice");
+  return d;
+}
+
 void* device_malloc(std::size_t bytes, const char* op) {
   void* p = nullptr;
   if (bytes == 0) return nullptr;
@@ -58,6 +64,22 @@ void* device_malloc(std::size_t bytes, const char* op) {
 
 void device_free(void* ptr) noexcept {
   if (ptr != nullptr) cudaFree(ptr);
+}
+
+void* pinned_host_malloc(std::size_t bytes, const char* op) {
+  void* p = nullptr;
+  if (bytes == 0) return nullptr;
+  const cudaError_t st = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    ::arclight::fail(op, "cudaHostAlloc of ", bytes, " bytes failed: ", cudaGetErrorName(st), ": ",
+                     cudaGetErrorString(st));
+  }
+  return p;
+}
+
+void pinned_host_free(void* ptr) noexcept {
+  if (ptr != nullptr) cudaFreeHost(ptr);
 }
 
 void memcpy_host_to_device(void* dst, const void* src_host, std::size_t bytes, Stream stream, const char* op) {

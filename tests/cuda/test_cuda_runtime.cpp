@@ -101,11 +101,11 @@ TEST(CudaValidation, CrossEntropyAndArcMargin) {
                                                          nullptr, fake<float>(), nullptr),
                     "cuda::arc_margin_cross_entropy_forward", "expected a finite scale s > 0");
   arc.scale = 30.0;
-  // A row path that does not exist (e.g. the removed cluster kernel's old value 2) is refused before any launch.
+  // A row path that does not exist is refused before any launch.
   EXPECT_ERROR_WITH(kc::arc_margin_cross_entropy_forward(ak::ArcMarginShape{4, 10, 2}, arc, ce, fake<const float>(),
                                                          fake<const std::int64_t>(), nullptr, nullptr, fake<float>(),
-                                                         nullptr, fake<float>(), nullptr, kc::RowPath(2)),
-                    "cuda::arc_margin_cross_entropy_forward", "unknown row path 2");
+                                                         nullptr, fake<float>(), nullptr, kc::RowPath(99)),
+                    "cuda::arc_margin_cross_entropy_forward", "unknown row path 99");
   EXPECT_EQ(kc::cross_entropy_workspace_floats(7), 9);
 }
 

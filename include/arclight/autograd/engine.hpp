@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "arclight/core/profiler.hpp"
 #include "arclight/core/tensor.hpp"
 #include "kernels/cpu/strided_loop.hpp"
 
@@ -229,6 +230,8 @@ inline void run_backward(const std::vector<Tensor>& roots, const std::vector<Ten
   while (!ready.empty()) {
     std::shared_ptr<Node> node = ready.back();
     ready.pop_back();
+    // The node's backward and the summing of the gradients it hands on are charged to the node.
+    profiler::Scope profile_scope(node->name().c_str(), profiler::Phase::backward);
     std::vector<Tensor> grad_out = std::move(buffers[node.get()]);
     buffers.erase(node.get());
     for (std::size_t i = 0; i < node->output_shapes.size(); ++i) {

@@ -28,21 +28,29 @@
 #include "arclight/core/parallel.hpp"
 #include "arclight/core/rng.hpp"
 #include "arclight/core/shape.hpp"
+#include "arclight/cuda/allocator.hpp"  // device storage; compiles (and refuses CUDA devices) without the backend
 
 namespace arclight {
 
 class Node;
 class Tensor;
 
-// A block of memory owned by one allocator. Storage is shared by every view of it.
+// A block of memory owned by one allocator (the CPU caching allocator, or the caching device allocator of
+// cuda/allocator.hpp for Device::cuda(i), which throws "Storage: CUDA device requested but <reason>" where no
+// GPU can be used). Storage is shared by every view of it.
 class Storage {
  public:
   Storage(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-    ARCLIGHT_CHECK(device.is_cpu(), "Storage", "device ", device.str(),
-                   " storage needs the CUDA backend (not available in this build)");
-    data_ = host_allocator().allocate(nbytes);
+    data_ = device.is_cuda() ? cuda::detail::storage_allocate(nbytes, device.index, "Storage")
+                             : host_allocator().allocate(nbytes);
   }
-  ~Storage() { host_allocator().deallocate(data_, nbytes_); }
+  ~Storage() {
+    if (device_.is_cuda()) {
+      cuda::detail::storage_free(data_, nbytes_, device_.index);
+    } else {
+      host_allocator().deallocate(data_, nbytes_);
+    }
+  }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
@@ -122,6 +130,11 @@ class Tensor {
   // The elements in logical (row-major) order, converted to T.
   template <typename T>
   std::vector<T> to_vector() const;
+  // This tensor on `device`: *this itself when it is already there, else a contiguous copy (same shape and dtype,
+  // the bytes of every element in logical order; views and non-contiguous sources are gathered first). Blocking:
+  // the copy is complete on return. Not recorded by autograd: the copy is a leaf that does not require grad.
+  // Throws "Tensor::to: CUDA device requested but <reason>" in a build without CUDA or without a usable GPU.
+  Tensor to(Device device) const;
   // The value of a one-element tensor as double. requires: numel() == 1.
   double item() const;
   template <typename T>
@@ -197,6 +210,8 @@ void fill_contiguous(T* p, std::int64_t n, T v) {
 
 // Fills a contiguous tensor in place with v (converted to its dtype). Returns t.
 inline Tensor& fill_(Tensor& t, double v) {
+  ARCLIGHT_CHECK(t.device().is_cpu(), "fill_", "tensor ", t.str(), " is on ", t.device().str(),
+                 "; fill_ runs on the CPU only");
   ARCLIGHT_CHECK(t.is_contiguous(), "fill_", "expected a contiguous tensor, got strides ", shape_str(t.strides()));
   dispatch_all(t.dtype(), "fill_", [&]<typename T>() { detail::fill_contiguous<T>(t.data_ptr<T>(), t.numel(), static_cast<T>(v)); });
   return t;
@@ -357,6 +372,52 @@ std::vector<T> Tensor::to_vector() const {
     const U* base = static_cast<const U*>(storage()->data());
     detail::for_each_offset(*this, [&](std::int64_t off) { out.push_back(static_cast<T>(base[off])); });
   });
+  return out;
+}
+
+inline Tensor Tensor::to(Device target) const {
+  const char* op = "Tensor::to";
+  if (target == device()) return *this;
+  if (target.is_cuda() || device().is_cuda()) {
+    ARCLIGHT_CHECK(cuda::available(), op, "CUDA device requested but ", cuda::availability().reason);
+    if (target.is_cuda())
+      ARCLIGHT_CHECK(target.index >= 0 && target.index < cuda::availability().device_count, op, "CUDA device ",
+                     target.str(), " requested but ", cuda::availability().device_count, " CUDA device(s) exist");
+  }
+  Tensor out = empty(shape(), dtype(), target);
+  const std::size_t es = element_size();
+  const std::size_t nbytes = static_cast<std::size_t>(numel()) * es;
+  if (nbytes == 0) return out;
+  if (is_contiguous()) {
+    cuda::detail::copy_bytes(out.raw_data(), target, raw_data(), device(), nbytes, op);
+    return out;
+  }
+  // Non-contiguous: bring the storage span the view addresses to the host (one copy when it is on a device),
+  // gather its elements in logical order, then copy the packed bytes to the target.
+  std::int64_t lo = offset(), hi = offset();
+  for (std::size_t d = 0; d < shape().size(); ++d) {
+    const std::int64_t reach = (shape()[d] - 1) * strides()[d];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  // Element `off` of the storage is at origin + (off - shift) * es.
+  const unsigned char* origin = static_cast<const unsigned char*>(storage()->data());
+  std::int64_t shift = 0;
+  std::vector<unsigned char> span;
+  if (device().is_cuda()) {
+    span.resize(static_cast<std::size_t>(hi - lo + 1) * es);
+    cuda::detail::copy_bytes(span.data(), Device::cpu(), origin + lo * static_cast<std::int64_t>(es), device(),
+                             span.size(), op);
+    origin = span.data();
+    shift = lo;
+  }
+  std::vector<unsigned char> packed(target.is_cpu() ? 0 : nbytes);
+  unsigned char* dst = target.is_cpu() ? static_cast<unsigned char*>(out.raw_data()) : packed.data();
+  std::size_t i = 0;
+  detail::for_each_offset(*this, [&](std::int64_t off) {
+    std::memcpy(dst + i * es, origin + (off - shift) * static_cast<std::int64_t>(es), es);
+    ++i;
+  });
+  if (target.is_cuda()) cuda::detail::copy_bytes(out.raw_data(), target, packed.data(), Device::cpu(), nbytes, op);
   return out;
 }
 

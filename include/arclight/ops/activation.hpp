@@ -60,6 +60,7 @@ T* ptr_or_null(const Tensor& t) {
 //   (ReLU's derivative at 0 is 0, as PyTorch).
 inline Tensor activation(const Tensor& x, Activation act) {
   const char* op = kernels::cpu::activation_name(act);
+  profiler::Scope profile_scope_(op);
   detail::check_floating_cpu(x, op, "input");
   if (act == Activation::Identity) return x;
   const Tensor xc = detail::dense_detached(x);
@@ -93,6 +94,7 @@ inline Tensor sigmoid(const Tensor& x) { return activation(x, Activation::Sigmoi
 // ensures: a new contiguous tensor of x's shape; records dL/dx = dy·(x > 0 ? 1 : a) and
 //   dL/dweight = Σ dy·(x > 0 ? 0 : x) per slope, shaped as weight.
 inline Tensor prelu(const Tensor& x, const Tensor& weight) {
+  profiler::Scope profile_scope_("prelu");
   const char* op = "prelu";
   detail::check_floating_cpu(x, op, "input");
   detail::check_floating_cpu(weight, op, "weight");
@@ -123,6 +125,7 @@ inline Tensor prelu(const Tensor& x, const Tensor& weight) {
 // ensures: a new contiguous tensor of x's shape; records dL/dx = dy·gate and dL/dgate[n, c] = Σ dy·x over the
 //   spatial positions, shaped as gate.
 inline Tensor se_scale(const Tensor& x, const Tensor& gate) {
+  profiler::Scope profile_scope_("se_scale");
   const char* op = "se_scale";
   detail::check_floating_cpu(x, op, "input");
   detail::check_floating_cpu(gate, op, "gate");

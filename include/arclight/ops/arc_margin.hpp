@@ -63,6 +63,7 @@ std::int64_t cosine_chunk_rows(std::int64_t rows, std::int64_t d) {
 //   L2-normalisation (forward/backward) and BLAS GEMM (kernels/cpu/gemm.hpp) on column blocks of cos.
 //   bench/bench_head_ops.cpp measures it against l2_normalize + mm.
 inline Tensor cosine_logits(const Tensor& x, const Tensor& w, double eps = kernels::kL2NormalizeDefaultEps) {
+  profiler::Scope profile_scope_("cosine_logits");
   const char* op = "cosine_logits";
   detail::check_cpu(x, op);
   detail::check_cpu(w, op);
@@ -157,6 +158,7 @@ inline kernels::ArcMarginShape arc_margin_shape(const Tensor& cos, const Tensor&
 //   that lost the max get 0).
 inline Tensor arc_margin(const Tensor& cos, const Tensor& labels, const ArcMarginConfig& cfg,
                          const Tensor& class_margins = Tensor()) {
+  profiler::Scope profile_scope_("arc_margin");
   const char* op = "arc_margin";
   const auto s = detail::arc_margin_shape(cos, labels, cfg, class_margins, op);
   const Tensor cc = detail::contiguous_detached(cos), yc = detail::contiguous_detached(labels),

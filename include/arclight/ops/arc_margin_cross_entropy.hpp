@@ -23,6 +23,7 @@ namespace arclight::ops {
 inline Tensor arc_margin_cross_entropy(const Tensor& cos, const Tensor& labels, const ArcMarginConfig& arc,
                                        const CrossEntropyConfig& ce = {}, const Tensor& class_weights = Tensor(),
                                        const Tensor& class_margins = Tensor()) {
+  profiler::Scope profile_scope_("arc_margin_cross_entropy");
   const char* op = "arc_margin_cross_entropy";
   const auto s = detail::arc_margin_shape(cos, labels, arc, class_margins, op);
   detail::check_class_vector(class_weights, s.classes, cos.dtype(), "class weights", op);

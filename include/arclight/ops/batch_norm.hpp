@@ -29,6 +29,7 @@ namespace arclight::ops {
 inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
                          const Tensor& running_var, bool training, double momentum, double eps,
                          Activation act = Activation::Identity) {
+  profiler::Scope profile_scope_("batch_norm");
   const char* op = "batch_norm";
   detail::check_floating_cpu(x, op, "input");
   ARCLIGHT_CHECK(x.dim() >= 2, op, "expected an input of rank 2 [N, C], 3 [N, C, L] or 4 [N, C, H, W], got ",

@@ -5,6 +5,7 @@
 #include <array>
 #include <vector>
 
+#include "arclight/core/profiler.hpp"
 #include "arclight/core/tensor.hpp"
 #include "kernels/cpu/reduce.hpp"
 #include "kernels/cpu/strided_loop.hpp"

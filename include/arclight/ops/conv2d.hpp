@@ -45,6 +45,16 @@ inline Conv2dParams conv2d_params_same(std::int64_t stride = 1, std::int64_t dil
   return p;
 }
 
+namespace detail {
+inline const char* conv2d_node_name(kernels::cpu::ConvAlgo algo) {
+  switch (algo) {
+    case kernels::cpu::ConvAlgo::Depthwise: return "conv2d[depthwise]";
+    case kernels::cpu::ConvAlgo::Gemm1x1: return "conv2d[1x1]";
+    default: return "conv2d[im2col]";
+  }
+}
+}  // namespace detail
+
 // conv2d: y = conv(x, w) + bias.
 // requires: x a CPU f32/f64 tensor [N, C_in, H, W]; w [C_out, C_in/groups, kH, kW] and bias (undefined for
 //   none, else C_out elements) of x's dtype; params with stride, dilation, groups >= 1, pads >= 0, groups
@@ -64,6 +74,9 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const
   }
   const kernels::Conv2dShape s =
       kernels::cpu::make_conv2d_shape(x.shape(), w.shape(), params, bias.defined() ? bias.numel() : -1, op);
+  // The profiler and the backward node name the algorithm, so the three kinds show up as separate rows.
+  const char* node_name = detail::conv2d_node_name(kernels::cpu::resolve_conv_algo(s, kernels::cpu::ConvAlgo::Auto));
+  profiler::Scope profile_scope_(node_name);
   const Tensor xc = detail::dense_detached(x), wc = detail::dense_detached(w), bc = detail::dense_detached(bias);
   Tensor y = empty({s.n, s.c_out, s.out_h, s.out_w}, x.dtype());
   dispatch_floating(x.dtype(), op, [&]<typename T>() {
@@ -73,7 +86,7 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const
   const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
   // Keep only what the backward reads: x for dL/dw (and for the weight kernel's dL/dbias), w for dL/dx.
   const Tensor x_saved = need_w || need_b ? xc : Tensor(), w_saved = need_x ? wc : Tensor();
-  autograd::record(op, {x, w, bias}, y,
+  autograd::record(node_name, {x, w, bias}, y,
                    [s, x_saved, w_saved, need_x, need_w, need_b, x_shape = x.shape(), w_shape = w.shape(),
                     b_shape = bias.defined() ? bias.shape() : Shape{}, dt = x.dtype()](const std::vector<Tensor>& g) {
                      const Tensor gy = detail::dense_detached(g[0]);
@@ -103,6 +116,7 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const
 // ensures: a new contiguous tensor of w's shape; records dL/dw (through the mean and the variance) and
 //   dL/dgain (shaped as gain) when they require grad.
 inline Tensor scaled_std_weight(const Tensor& w, const Tensor& gain, double gamma, double eps) {
+  profiler::Scope profile_scope_("scaled_std_weight");
   const char* op = "scaled_std_weight";
   detail::check_floating_cpu(w, op, "weight");
   ARCLIGHT_CHECK(w.dim() >= 2, op, "expected a weight of rank >= 2 [C_out, C_in/groups, ...], got ", w.str());

@@ -25,6 +25,7 @@ inline Shape loss_shape(Reduction r, std::int64_t n) { return r == Reduction::kN
 //   NaN, as torch); records a backward to logits: g·(A_i·softmax − a_i) per row (p − q without weights).
 inline Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const CrossEntropyConfig& cfg = {},
                             const Tensor& weight = Tensor()) {
+  profiler::Scope profile_scope_("cross_entropy");
   const char* op = "cross_entropy";
   detail::check_cpu(logits, op);
   ARCLIGHT_CHECK(is_floating(logits.dtype()), op, "expected floating logits (f32 or f64), got ", logits.str());

@@ -39,6 +39,7 @@ inline void check_drop_args(const Tensor& x, double p, const char* op) {
 // ensures: x itself when !training or p == 0 (no draws); otherwise a new tensor x·mask (all zeros for p == 1,
 //   as torch) with the mask drawn from gen (x.numel() draws, advancing gen); records dL/dx = dy·mask.
 inline Tensor dropout(const Tensor& x, double p, bool training, Generator& gen = default_generator()) {
+  profiler::Scope profile_scope_("dropout");
   detail::check_drop_args(x, p, "dropout");
   if (!training || p == 0.0) return x;
   return mul(x, detail::keep_mask(x.shape(), x.dtype(), 1.0 - p, gen));
@@ -49,6 +50,7 @@ inline Tensor dropout(const Tensor& x, double p, bool training, Generator& gen =
 // ensures: x itself when !training or p == 0 (no draws); otherwise a new tensor x·mask with mask [N, 1, ..., 1]
 //   drawn from gen (N draws, advancing gen); records dL/dx = dy·mask (broadcast).
 inline Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen = default_generator()) {
+  profiler::Scope profile_scope_("drop_path");
   detail::check_drop_args(x, p, "drop_path");
   ARCLIGHT_CHECK(x.dim() >= 1, "drop_path", "expected an input of rank >= 1 [N, ...], got ", x.str());
   if (!training || p == 0.0) return x;

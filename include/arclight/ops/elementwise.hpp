@@ -19,6 +19,7 @@ namespace detail {
 template <typename F>
 Tensor binary_kernel(const char* name, const Tensor& a, const Tensor& b, bool floating_only, F f,
                      std::optional<DType> out_dtype = std::nullopt) {
+  profiler::Scope profile_scope_(name);
   check_cpu(a, name);
   check_cpu(b, name);
   check_same_dtype(a, b, name);
@@ -37,6 +38,7 @@ Tensor binary_kernel(const char* name, const Tensor& a, const Tensor& b, bool fl
 
 template <typename F>
 Tensor unary_kernel(const char* name, const Tensor& a, bool floating_only, F f) {
+  profiler::Scope profile_scope_(name);
   check_cpu(a, name);
   Tensor out = empty(a.shape(), a.dtype());
   auto body = [&]<typename T>() {
@@ -161,6 +163,7 @@ inline Tensor abs(const Tensor& a) {
 
 // x^p for a scalar exponent.
 inline Tensor pow(const Tensor& a, double p) {
+  profiler::Scope profile_scope_("pow");
   Tensor out = detail::unary_kernel("pow", a, true, [p](auto x) { return std::pow(x, static_cast<decltype(x)>(p)); });
   autograd::record("pow", {a}, out, [x = a.detach(), p](const std::vector<Tensor>& g) {
     if (p == 0.0) return std::vector<Tensor>{zeros_like(g[0])};
@@ -177,6 +180,7 @@ Tensor pow_zero_base_mask(const Tensor& a, const Tensor& b);
 // a^b elementwise with broadcasting. The exponent's gradient is g·a^b·log a, taken as 0 where a = 0
 // and b ≥ 0 (the limit), as PyTorch does.
 inline Tensor pow(const Tensor& a, const Tensor& b) {
+  profiler::Scope profile_scope_("pow");
   Tensor out = detail::binary_kernel("pow", a, b, true, [](auto x, auto y) { return std::pow(x, y); });
   const Tensor ad = a.detach(), bd = b.detach(), y = out.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
@@ -197,6 +201,7 @@ inline Tensor pow(const Tensor& a, const Tensor& b) {
 
 // Clamps into [lo, hi] (either bound optional). Gradient passes where lo ≤ x ≤ hi.
 inline Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi) {
+  profiler::Scope profile_scope_("clamp");
   ARCLIGHT_CHECK(!(lo && hi && *lo > *hi), "clamp", "lower bound ", *lo, " is above upper bound ", *hi);
   const double l = lo.value_or(-INFINITY), h = hi.value_or(INFINITY);
   Tensor out = detail::unary_kernel("clamp", a, false, [l, h](auto x) {
@@ -260,6 +265,7 @@ ARCLIGHT_COMPARISON(ge, x >= y)
 // cond ? a : b elementwise, all three broadcast together. requires: cond is u8 (or bool-like integer).
 // Differentiable in a and b.
 inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  profiler::Scope profile_scope_("where");
   detail::check_cpu(cond, "where");
   detail::check_cpu(a, "where");
   detail::check_cpu(b, "where");
@@ -290,6 +296,7 @@ inline Tensor pow_zero_base_mask(const Tensor& a, const Tensor& b) {
 namespace detail {
 template <typename F>
 Tensor& inplace_binary(const char* name, Tensor& a, const Tensor& b, F f) {
+  profiler::Scope profile_scope_(name);
   check_cpu(a, name);
   check_cpu(b, name);
   check_same_dtype(a, b, name);

@@ -16,6 +16,7 @@ namespace arclight::ops {
 //   clamp_min rule) and dL/dp (p's shape), each only when that input requires grad. The backward uses
 //   the value p had at forward time.
 inline Tensor gem(const Tensor& x, const Tensor& p, double eps = kernels::kGemDefaultEps) {
+  profiler::Scope profile_scope_("gem");
   const char* op = "gem";
   detail::check_cpu(x, op);
   detail::check_cpu(p, op);

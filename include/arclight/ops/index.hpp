@@ -54,6 +54,7 @@ Tensor scatter_add_impl(const Tensor& self, int d, const Tensor& index, const Te
 
 // out[..., i_d, ...] = t[..., index[..., i_d, ...], ...] along dim. out has index's shape. Differentiable in t.
 inline Tensor gather(const Tensor& t, std::int64_t dim, const Tensor& index) {
+  profiler::Scope profile_scope_("gather");
   detail::check_cpu(t, "gather");
   const int d = normalize_dim(dim, t.dim(), "gather");
   detail::check_gather_shapes(t, d, index, "gather");
@@ -103,6 +104,7 @@ inline Tensor scatter_add_impl(const Tensor& self, int d, const Tensor& index, c
 // A copy of self with src[pos] added at self[..., index[pos], ...] along dim for every position of index
 // (repeated indices accumulate). Differentiable in self and src.
 inline Tensor scatter_add(const Tensor& self, std::int64_t dim, const Tensor& index, const Tensor& src) {
+  profiler::Scope profile_scope_("scatter_add");
   detail::check_cpu(self, "scatter_add");
   detail::check_cpu(src, "scatter_add");
   const int d = normalize_dim(dim, self.dim(), "scatter_add");
@@ -124,6 +126,7 @@ inline Tensor scatter_add(const Tensor& self, std::int64_t dim, const Tensor& in
 // Slices of t at `index` (1-D) along dim, stacked in index order. Differentiable in t (repeated indices
 // accumulate their gradients).
 inline Tensor index_select(const Tensor& t, std::int64_t dim, const Tensor& index) {
+  profiler::Scope profile_scope_("index_select");
   detail::check_cpu(t, "index_select");
   ARCLIGHT_CHECK(t.dim() > 0, "index_select", "cannot index a 0-d tensor");
   ARCLIGHT_CHECK(index.dim() <= 1, "index_select", "index must be 1-D, got ", index.str());
@@ -159,6 +162,7 @@ inline Tensor index_select(const Tensor& t, std::int64_t dim, const Tensor& inde
 
 // labels (integer, any shape) → labels.shape + [num_classes] with 1 at the label. requires: labels in range.
 inline Tensor one_hot(const Tensor& labels, std::int64_t num_classes, DType dtype = DType::i64) {
+  profiler::Scope profile_scope_("one_hot");
   ARCLIGHT_CHECK(num_classes > 0, "one_hot", "num_classes must be positive, got ", num_classes);
   const auto idx = detail::checked_indices(labels, num_classes, "one_hot");
   Shape shape = labels.shape();

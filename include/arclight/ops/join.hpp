@@ -10,6 +10,7 @@ namespace arclight::ops {
 
 // Concatenates along dim. requires: same rank, dtype and sizes except along dim; at least one tensor.
 inline Tensor cat(const std::vector<Tensor>& ts, std::int64_t dim = 0) {
+  profiler::Scope profile_scope_("cat");
   ARCLIGHT_CHECK(!ts.empty(), "cat", "expected at least one tensor");
   const Tensor& first = ts[0];
   ARCLIGHT_CHECK(first.dim() > 0, "cat", "cannot concatenate 0-d tensors (use stack)");
@@ -52,6 +53,7 @@ inline Tensor cat(const std::vector<Tensor>& ts, std::int64_t dim = 0) {
 
 // Stacks equal-shaped tensors along a new dim.
 inline Tensor stack(const std::vector<Tensor>& ts, std::int64_t dim = 0) {
+  profiler::Scope profile_scope_("stack");
   ARCLIGHT_CHECK(!ts.empty(), "stack", "expected at least one tensor");
   const int d = normalize_dim(dim, ts[0].dim() + 1, "stack");
   std::vector<Tensor> parts;

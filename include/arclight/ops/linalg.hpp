@@ -56,6 +56,7 @@ inline Tensor bmm_kernel(Tensor a, Tensor b, const char* name) {
 
 // a [m, k] · b [k, n] → [m, n]. Differentiable.
 inline Tensor mm(const Tensor& a, const Tensor& b) {
+  profiler::Scope profile_scope_("mm");
   detail::check_cpu(a, "mm");
   detail::check_cpu(b, "mm");
   detail::check_same_dtype(a, b, "mm");
@@ -77,6 +78,7 @@ inline Tensor mm(const Tensor& a, const Tensor& b) {
 
 // a [B, m, k] · b [B, k, n] → [B, m, n]. Differentiable.
 inline Tensor bmm(const Tensor& a, const Tensor& b) {
+  profiler::Scope profile_scope_("bmm");
   detail::check_cpu(a, "bmm");
   detail::check_cpu(b, "bmm");
   detail::check_same_dtype(a, b, "bmm");
@@ -96,6 +98,7 @@ inline Tensor bmm(const Tensor& a, const Tensor& b) {
 // PyTorch matmul: 1-D·1-D dot, 2-D·2-D mm, 1-D operands promoted by a size-1 dim that is removed again,
 // N-D operands as batches of matrices with broadcast batch dims. Differentiable.
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
+  profiler::Scope profile_scope_("matmul");
   ARCLIGHT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul", "both operands need at least 1 dim, got ", a.str(), " and ",
                  b.str());
   if (a.dim() == 1 && b.dim() == 1) {
@@ -124,6 +127,7 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
 
 // x [..., in] · weightᵀ (weight [out, in]) + bias [out] → [..., out]. bias may be undefined. Differentiable.
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor()) {
+  profiler::Scope profile_scope_("linear");
   ARCLIGHT_CHECK(weight.dim() == 2, "linear", "weight must be 2-D [out, in], got ", weight.str());
   ARCLIGHT_CHECK(x.dim() >= 1 && x.shape().back() == weight.shape()[1], "linear", "input ", x.str(),
                  " does not end in the weight's in_features ", weight.shape()[1], " (weight ", weight.str(), ")");

@@ -9,6 +9,7 @@ namespace arclight::ops {
 
 // ‖x‖₂ over dims (all when empty). Differentiable.
 inline Tensor norm(const Tensor& x, const std::vector<std::int64_t>& dims = {}, bool keepdim = false) {
+  profiler::Scope profile_scope_("norm");
   Tensor y;
   {
     NoGradGuard ng;
@@ -28,6 +29,7 @@ inline Tensor norm(const Tensor& x, const std::vector<std::int64_t>& dims = {}, 
 
 // x / max(‖x‖₂ along dim, eps). requires: floating dtype; eps > 0.
 inline Tensor l2_normalize(const Tensor& x, std::int64_t dim = -1, double eps = 1e-12) {
+  profiler::Scope profile_scope_("l2_normalize");
   ARCLIGHT_CHECK(eps > 0, "l2_normalize", "eps must be positive, got ", eps);
   return div(x, clamp_min(norm(x, {dim}, true), eps));
 }

@@ -21,6 +21,7 @@ namespace arclight::ops {
 //   window starting in the right pad is dropped"); records dL/dx.
 inline Tensor avg_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stride = -1, std::int64_t padding = 0,
                          bool ceil_mode = false, bool count_include_pad = true) {
+  profiler::Scope profile_scope_("avg_pool2d");
   const char* op = "avg_pool2d";
   detail::check_floating_cpu(x, op, "input");
   const kernels::Pool2dShape s =
@@ -47,6 +48,7 @@ inline Tensor avg_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stri
 //   routes each output's gradient to its window's first maximum (row-major), as torch.
 inline Tensor max_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stride = -1, std::int64_t padding = 0,
                          bool ceil_mode = false) {
+  profiler::Scope profile_scope_("max_pool2d");
   const char* op = "max_pool2d";
   detail::check_floating_cpu(x, op, "input");
   const kernels::Pool2dShape s =
@@ -74,6 +76,7 @@ inline Tensor max_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stri
 // requires: x a CPU f32/f64 tensor [N, C, H, W] with every dim >= 1.
 // ensures: a new contiguous [N, C, 1, 1] tensor (sums in double); records dL/dx = dy/(H·W) broadcast.
 inline Tensor global_avg_pool(const Tensor& x) {
+  profiler::Scope profile_scope_("global_avg_pool");
   const char* op = "global_avg_pool";
   detail::check_floating_cpu(x, op, "input");
   ARCLIGHT_CHECK(x.dim() == 4, op, "expected an input of rank 4 [N, C, H, W], got ", x.str());
@@ -98,6 +101,7 @@ inline Tensor global_avg_pool(const Tensor& x) {
 // adaptive_avg_pool2d: torch.nn.functional.adaptive_avg_pool2d for the output size the models use, 1x1
 // (= global_avg_pool). requires: output_size == 1 (other sizes throw: not implemented); x as global_avg_pool.
 inline Tensor adaptive_avg_pool2d(const Tensor& x, std::int64_t output_size = 1) {
+  profiler::Scope profile_scope_("adaptive_avg_pool2d");
   ARCLIGHT_CHECK(output_size == 1, "adaptive_avg_pool2d", "only output size 1 (global average pooling) is supported, got ",
                  output_size);
   return global_avg_pool(x);

@@ -67,6 +67,7 @@ inline Tensor unsqueeze_reduced(const Tensor& g, const Shape& in_shape, const st
 
 // Sum over dims (all when empty). Differentiable.
 inline Tensor sum(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}, bool keepdim = false) {
+  profiler::Scope profile_scope_("sum");
   detail::check_cpu(t, "sum");
   const auto dims = detail::normalize_dims(dims_in, t.dim(), "sum");
   Tensor out = dispatch_all(t.dtype(), "sum", [&]<typename T>() {
@@ -81,6 +82,7 @@ inline Tensor sum(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}
 
 // Mean over dims (all when empty). Differentiable. requires: floating dtype.
 inline Tensor mean(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}, bool keepdim = false) {
+  profiler::Scope profile_scope_("mean");
   detail::check_cpu(t, "mean");
   const auto dims = detail::normalize_dims(dims_in, t.dim(), "mean");
   const std::int64_t n = detail::reduced_count(t, dims);
@@ -107,6 +109,7 @@ Tensor mul(const Tensor& a, double s);
 // Variance over dims with Bessel-style correction (1 = unbiased, as PyTorch's default). Differentiable.
 inline Tensor var(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}, std::int64_t correction = 1,
                   bool keepdim = false) {
+  profiler::Scope profile_scope_("var");
   detail::check_cpu(t, "var");
   const auto dims = detail::normalize_dims(dims_in, t.dim(), "var");
   const std::int64_t n = detail::reduced_count(t, dims);
@@ -214,6 +217,7 @@ inline Tensor argmin(const Tensor& t, std::int64_t dim, bool keepdim = false) {
 // The k largest (or smallest) values along dim and their indices, sorted best first (ties: lower index
 // first). No gradient. requires: 0 ≤ k ≤ size(dim).
 inline std::pair<Tensor, Tensor> topk(const Tensor& t_in, std::int64_t k, std::int64_t dim = -1, bool largest = true) {
+  profiler::Scope profile_scope_("topk");
   detail::check_cpu(t_in, "topk");
   const int d = normalize_dim(dim, t_in.dim(), "topk");
   const std::int64_t n = t_in.dim() ? t_in.shape()[d] : 1;
@@ -254,6 +258,7 @@ inline std::pair<Tensor, Tensor> topk(const Tensor& t_in, std::int64_t k, std::i
 
 // Sums g over the dims that broadcasting added or stretched, giving a tensor of `shape`. Differentiable.
 inline Tensor sum_to(const Tensor& g, const Shape& shape) {
+  profiler::Scope profile_scope_("sum_to");
   if (g.shape() == shape) return g;
   ARCLIGHT_CHECK(g.dim() >= static_cast<std::int64_t>(shape.size()), "sum_to", "cannot reduce ", g.str(), " to ",
                  shape_str(shape));

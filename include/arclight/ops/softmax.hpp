@@ -17,6 +17,7 @@ inline kernels::cpu::SoftmaxShape softmax_shape(const Tensor& t, int d) {
 
 template <bool Log>
 Tensor softmax_impl(const Tensor& x_in, std::int64_t dim, const char* name) {
+  profiler::Scope profile_scope_(name);
   check_cpu(x_in, name);
   const int d = normalize_dim(dim, x_in.dim(), name);
   Tensor x = arclight::detail::copy_contiguous(x_in);  // private contiguous input

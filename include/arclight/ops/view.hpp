@@ -79,6 +79,7 @@ inline Shape infer_shape(const Tensor& t, Shape shape, const char* op) {
 
 // Contiguous copy of t, differentiable.
 inline Tensor clone(const Tensor& t) {
+  profiler::Scope profile_scope_("clone");
   detail::check_cpu(t, "clone");
   Tensor out = arclight::detail::copy_contiguous(t);
   autograd::record("clone", {t}, out, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; });

@@ -130,6 +130,7 @@ class Optimizer {
   // state, as PyTorch). Under NoGradGuard: (1) AGC clips the gradients of agc groups in place when AGC is
   // on, (2) the update rule runs in place on each parameter, (3) the post-step hooks run in order.
   void step() {
+    profiler::Scope profile_scope_(name_.c_str());
     NoGradGuard ng;
     if (agc_) {
       for (const auto& grp : groups_)
@@ -152,6 +153,7 @@ class Optimizer {
 
   // Drops every parameter's gradient (the next backward starts from nothing).
   void zero_grad() {
+    profiler::Scope profile_scope_("zero_grad");
     for (auto& grp : groups_)
       for (auto& p : grp.params) p.zero_grad();
   }

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""The PyTorch side of bench/train_step: the same retrieval model and training step, for a side-by-side run.
+
+Model: torchvision's efficientnet_b0 features (3-channel input; the same block table as arclight's, stochastic
+depth 0.2) -> GeM(p=3, learnable) -> Linear(1280->512) -> BatchNorm1d -> ArcMargin(s=30, m=0.5) ->
+label-smoothing cross-entropy (eps=0.1), AdamW (lr 1e-3, weight decay 1e-2), random inputs and labels.
+Prints one line:  train_images_per_s=<x> embed_images_per_s=<y> peak_rss_mb=<z>
+
+Run with Debian's python3-torch (/usr/bin/python3 on the dev machine):
+  /usr/bin/python3 bench/torch_train_step.py --img 32 --batch 128 --threads 2 --steps 20 --classes 10
+A reference for measurement only: nothing in arclight's build or tests needs it.
+"""
+import argparse
+import math
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+
+class GeM(nn.Module):
+    def __init__(self, p=3.0, eps=1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x):
+        return F.avg_pool2d(x.clamp(min=self.eps).pow(self.p), (x.size(-2), x.size(-1))).pow(1.0 / self.p).flatten(1)
+
+
+class ArcMargin(nn.Module):
+    """ArcFace logits with the theta + m > pi fallback (cos - m sin m), as arclight's ArcMargin."""
+
+    def __init__(self, dim, classes, s=30.0, m=0.5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(classes, dim))
+        nn.init.xavier_uniform_(self.weight)
+        self.s, self.m = s, m
+        self.cos_m, self.sin_m = math.cos(m), math.sin(m)
+        self.th, self.mm = math.cos(math.pi - m), math.sin(math.pi - m) * m
+
+    def forward(self, x, labels):
+        cosine = F.linear(F.normalize(x), F.normalize(self.weight))
+        sine = torch.sqrt((1.0 - cosine * cosine).clamp(0, 1))
+        phi = cosine * self.cos_m - sine * self.sin_m
+        phi = torch.where(cosine > self.th, phi, cosine - self.mm)
+        one_hot = F.one_hot(labels, cosine.size(1)).to(cosine.dtype)
+        return self.s * (one_hot * phi + (1.0 - one_hot) * cosine)
+
+
+class Net(nn.Module):
+    def __init__(self, classes):
+        super().__init__()
+        self.backbone = torchvision.models.efficientnet_b0(weights=None).features
+        self.pool = GeM()
+        self.fc = nn.Linear(1280, 512)
+        self.bn = nn.BatchNorm1d(512)
+        self.head = ArcMargin(512, classes)
+
+    def features(self, x):
+        return self.bn(self.fc(self.pool(self.backbone(x))))
+
+    def forward(self, x, labels):
+        return self.head(self.features(x), labels)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--img", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--embed-steps", type=int, default=0)
+    ap.add_argument("--classes", type=int, default=10)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    net = Net(a.classes)
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-3)
+    x = torch.randn(a.batch, 3, a.img, a.img)
+    y = torch.randint(0, a.classes, (a.batch,))
+
+    def step():
+        loss = F.cross_entropy(net(x, y), y, label_smoothing=0.1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+        return loss.item()
+
+    net.train()
+    for _ in range(a.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    train_s = time.perf_counter() - t0
+    if not math.isfinite(loss):
+        print(f"torch_train_step: the loss became {loss}", file=sys.stderr)
+        return 1
+
+    embed_steps = a.embed_steps or a.steps
+    net.eval()
+    with torch.no_grad():
+        for _ in range(min(a.warmup, 2)):
+            F.normalize(net.features(x))
+        t0 = time.perf_counter()
+        checksum = 0.0
+        for _ in range(embed_steps):
+            checksum += F.normalize(net.features(x)).sum().item()
+        embed_s = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(f"train_images_per_s={a.steps * a.batch / train_s:.1f} embed_images_per_s={embed_steps * a.batch / embed_s:.1f} "
+          f"peak_rss_mb={peak_mb:.1f}")
+    print(f"torch_train_step: torch {torch.__version__}, img {a.img}, batch {a.batch}, {a.threads} threads, "
+          f"final loss {loss:.4f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+// Host-side helpers over the cuBLAS / cuDNN launchers of kernels/cuda/launchers_dnn.hpp: bfloat16 conversions
+// on the host (round-to-nearest-even, the same rounding __float2bfloat16_rn applies on the device), a scope
+// guard that sets the deterministic / TF32 / workspace-cap / search settings and restores them, a growable
+// device workspace, and convolution calls that size that workspace themselves. The conversions are plain C++
+// and always available; the rest exists only in builds with ARCLIGHT_WITH_CUDA. No CUDA header is included.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "arclight/core/error.hpp"
+
+#ifdef ARCLIGHT_WITH_CUDA
+#include "arclight/cuda/runtime.hpp"
+#include "kernels/cuda/launchers_dnn.hpp"
+#endif
+
+namespace arclight::cuda {
+
+// The bfloat16 bit pattern nearest to v (ties to even); NaN stays a (quiet) NaN, infinities stay infinite.
+inline std::uint16_t float_to_bf16_bits(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, sizeof u);
+  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0) return std::uint16_t((u >> 16) | 0x0040u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return std::uint16_t(u >> 16);
+}
+
+// The float a bfloat16 bit pattern stands for (exact).
+inline float bf16_bits_to_float(std::uint16_t b) {
+  const std::uint32_t u = std::uint32_t(b) << 16;
+  float v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+inline std::vector<std::uint16_t> to_bf16_bits(const std::vector<float>& v) {
+  std::vector<std::uint16_t> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16_bits(v[i]);
+  return out;
+}
+
+inline std::vector<float> bf16_bits_to_floats(const std::vector<std::uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = bf16_bits_to_float(v[i]);
+  return out;
+}
+
+// Each value rounded to the nearest bfloat16 (what a bf16 tensor of these values holds).
+inline std::vector<float> round_to_bf16(const std::vector<float>& v) { return bf16_bits_to_floats(to_bf16_bits(v)); }
+
+#ifdef ARCLIGHT_WITH_CUDA
+
+using kernels::cuda::ConvAlgoSearch;
+using kernels::cuda::ConvPass;
+
+// The process-wide DNN settings (see launchers_dnn.hpp).
+struct DnnSettings {
+  bool deterministic = false;
+  bool allow_tf32 = false;
+  std::size_t conv_workspace_limit = kernels::cuda::kDefaultConvWorkspaceLimit;
+  ConvAlgoSearch search = ConvAlgoSearch::kHeuristic;
+
+  static DnnSettings current() {
+    return DnnSettings{kernels::cuda::dnn_deterministic(), kernels::cuda::allow_tf32(),
+                       kernels::cuda::conv_workspace_limit(), kernels::cuda::conv_algo_search()};
+  }
+  void apply() const {
+    kernels::cuda::set_dnn_deterministic(deterministic);
+    kernels::cuda::set_allow_tf32(allow_tf32);
+    kernels::cuda::set_conv_workspace_limit(conv_workspace_limit);
+    kernels::cuda::set_conv_algo_search(search);
+  }
+};
+
+// Applies `s` for the lifetime of the scope, then restores what was set before. Not thread-safe with respect
+// to other threads changing the settings at the same time (they are process-wide).
+class DnnSettingsScope {
+ public:
+  explicit DnnSettingsScope(const DnnSettings& s) : saved_(DnnSettings::current()) { s.apply(); }
+  DnnSettingsScope(const DnnSettingsScope&) = delete;
+  DnnSettingsScope& operator=(const DnnSettingsScope&) = delete;
+  ~DnnSettingsScope() {
+    try {
+      saved_.apply();
+    } catch (...) {  // apply() only throws on an invalid search mode, which `saved_` cannot hold
+    }
+  }
+
+ private:
+  DnnSettings saved_;
+};
+
+// A device workspace that only grows: ensure(bytes) returns a 256-byte-aligned buffer of at least `bytes`,
+// reallocating (after waiting for `stream`, whose queued work may still read the old buffer) only when it must.
+// Use one per stream; steady state performs no allocation.
+class Workspace {
+ public:
+  void* ensure(std::size_t bytes, Stream stream = nullptr) {
+    if (bytes > buffer_.size()) {
+      if (buffer_.size() > 0) kernels::cuda::synchronize(stream, "cuda::Workspace::ensure");
+      buffer_ = DeviceBuffer<std::byte>();  // free first: the old and new buffers need not coexist
+      buffer_ = DeviceBuffer<std::byte>(bytes, "cuda::Workspace::ensure");
+    }
+    return buffer_.data();
+  }
+  std::size_t bytes() const { return buffer_.size(); }
+
+ private:
+  DeviceBuffer<std::byte> buffer_;
+};
+
+// The launchers of launchers_dnn.hpp with the workspace sized and provided by `ws` (same contracts otherwise).
+inline void conv2d_forward(Workspace& ws, const kernels::Conv2dShape& s, DType dtype, const void* x, const void* w,
+                           const float* bias, void* y, Stream stream = nullptr) {
+  const std::size_t bytes = kernels::cuda::conv2d_workspace_bytes(s, dtype, ConvPass::kForward);
+  kernels::cuda::conv2d_forward(s, dtype, x, w, bias, y, ws.ensure(bytes, stream), bytes, stream);
+}
+
+inline void conv2d_backward_data(Workspace& ws, const kernels::Conv2dShape& s, DType dtype, const void* dy,
+                                 const void* w, void* dx, Stream stream = nullptr) {
+  const std::size_t bytes = kernels::cuda::conv2d_workspace_bytes(s, dtype, ConvPass::kBackwardData);
+  kernels::cuda::conv2d_backward_data(s, dtype, dy, w, dx, ws.ensure(bytes, stream), bytes, stream);
+}
+
+inline void conv2d_backward_filter(Workspace& ws, const kernels::Conv2dShape& s, DType dtype, const void* x,
+                                   const void* dy, void* dw, float* dbias, Stream stream = nullptr) {
+  const std::size_t bytes = kernels::cuda::conv2d_workspace_bytes(s, dtype, ConvPass::kBackwardFilter);
+  kernels::cuda::conv2d_backward_filter(s, dtype, x, dy, dw, dbias, ws.ensure(bytes, stream), bytes, stream);
+}
+
+#endif  // ARCLIGHT_WITH_CUDA
+
+}  // namespace arclight::cuda
