@@ -40,6 +40,7 @@
 #include "arclight/io/checkpoint.hpp"
 #include "arclight/io/safetensors.hpp"
 #include "arclight/io/training_state.hpp"
+#include "arclight/models/registry.hpp"
 #include "arclight/nn/arc_margin.hpp"
 #include "arclight/nn/batch_norm.hpp"
 #include "arclight/nn/conv.hpp"
@@ -152,7 +153,9 @@ struct Config {
     ARCLIGHT_CHECK(optimizer == "adamw" || optimizer == "sgd", w, "optimizer '", optimizer, "', expected adamw or sgd");
     ARCLIGHT_CHECK(embedding_dim >= 2, w, "embedding_dim = ", embedding_dim, ", expected >= 2");
     ARCLIGHT_CHECK(workers >= 1, w, "workers = ", workers, ", expected >= 1");
-    ARCLIGHT_CHECK(model == "cnn" || model == "mlp", w, "unknown model '", model, "', expected cnn or mlp");
+    ARCLIGHT_CHECK(model == "cnn" || model == "mlp" || arclight::models::is_registered_model(model), w, "unknown model '",
+                   model, "', expected cnn, mlp or a registered backbone (efficientnet_b0..b7, tf_efficientnet_*, "
+                   "dm_nfnet_f0..f3, nfnet_l0, eca_nfnet_l0, nf_resnet26/50)");
     ARCLIGHT_CHECK(image_size >= 4 && image_size <= 4096, w, "image size ", image_size, ", expected 4..4096");
     ARCLIGHT_CHECK(channels == 1 || channels == 3, w, "channels = ", channels, ", expected 1 or 3");
     ARCLIGHT_CHECK(on_bad_image == "fail" || on_bad_image == "skip", w, "on-bad-image '", on_bad_image,
@@ -283,12 +286,15 @@ inline data::UnreadablePolicy bad_image_policy(const Config& c) {
 //   cnn: a small conv trunk sized for 28–32 px images (conv 3×3 + BN + SiLU blocks, 32 → 64 → 128 channels,
 //        two stride-2 stages) → GeM → Linear(128 → D) → BatchNorm1d — METHOD.md's pooling and neck on a
 //        trunk that fits a CPU budget;
-//   mlp: flatten → Linear(→ hidden) → ReLU → Linear(→ D), a fast baseline.
+//   mlp: flatten → Linear(→ hidden) → ReLU → Linear(→ D), a fast baseline;
+//   any registered backbone (efficientnet_b0…b7, tf_efficientnet_*, dm_nfnet_f0…, nfnet_l0, eca_nfnet_l0,
+//        nf_resnet26/50): its feature map → GeM → Linear(features → D) → BatchNorm1d, METHOD.md's full recipe
+//        (images under 96 px use the backbone's small-input stem, so 32–64 px inputs keep a 2×2+ map).
 class EmbeddingModel : public nn::Module {
  public:
   // The input is [N, c.channels, c.image_size, c.image_size]; `init_seed` seeds the initial weights.
   EmbeddingModel(const Config& c, std::int64_t num_classes, std::uint64_t init_seed)
-      : Module("EmbeddingModel"), cfg_(c) {
+      : Module("EmbeddingModel"), cfg_(c), rng_(init_seed ^ 0x9E3779B97F4A7C15ull) {
     arclight::Generator gen(init_seed);
     const std::int64_t in_channels = c.channels, in_features = c.channels * c.image_size * c.image_size;
     if (c.model == "cnn") {
@@ -304,11 +310,21 @@ class EmbeddingModel : public nn::Module {
       gem_ = register_module("pool", std::make_shared<nn::GeM>());
       fc_ = register_module("fc", std::make_shared<nn::Linear>(in, c.embedding_dim, true, gen));
       bn_ = register_module("bn", std::make_shared<nn::BatchNorm1d>(c.embedding_dim));
+    } else if (arclight::models::is_registered_model(c.model)) {
+      arclight::models::ModelOptions mo;
+      mo.num_classes = 0;
+      mo.in_chans = in_channels;
+      mo.small_input = c.image_size < 96;
+      mo.generator = &rng_;  // the model's own stream: initial weights, then drop-path masks (checkpointed)
+      backbone_ = register_module("backbone", arclight::models::create_model(c.model, mo));
+      gem_ = register_module("pool", std::make_shared<nn::GeM>());
+      fc_ = register_module("fc", std::make_shared<nn::Linear>(backbone_->num_features(), c.embedding_dim, true, gen));
+      bn_ = register_module("bn", std::make_shared<nn::BatchNorm1d>(c.embedding_dim));
     } else if (c.model == "mlp") {
       fc1_ = register_module("fc1", std::make_shared<nn::Linear>(in_features, c.hidden, true, gen));
       fc_ = register_module("fc2", std::make_shared<nn::Linear>(c.hidden, c.embedding_dim, true, gen));
     } else {
-      arclight::fail("model", "unknown model '", c.model, "'; available: cnn, mlp");
+      arclight::fail("model", "unknown model '", c.model, "'; available: cnn, mlp, or a registered backbone");
     }
     arclight::ops::ArcMarginConfig ac;
     ac.scale = c.scale;
@@ -318,16 +334,21 @@ class EmbeddingModel : public nn::Module {
   // x [N, C, H, W] → raw (unnormalised) embedding [N, D].
   Tensor embed_raw(const Tensor& x) {
     if (trunk_) return bn_->forward(fc_->forward(gem_->forward(trunk_->forward(x))));
+    if (backbone_) return bn_->forward(fc_->forward(gem_->forward(backbone_->forward_features(x))));
     Tensor h = ops::flatten(x, 1);
     h = ops::clamp_min(fc1_->forward(h), 0.0);
     return fc_->forward(h);
   }
   Tensor forward(const Tensor& x) override { return embed_raw(x); }
   nn::ArcMargin& head() { return *head_; }
+  // The model's random stream (a backbone's initial weights and drop-path masks); checkpoints carry it.
+  arclight::Generator& rng() { return rng_; }
 
  private:
   Config cfg_;
+  arclight::Generator rng_;  // declared before the modules that keep a pointer to it
   std::shared_ptr<nn::Sequential> trunk_;
+  std::shared_ptr<arclight::models::Backbone> backbone_;
   std::shared_ptr<nn::GeM> gem_;
   std::shared_ptr<nn::BatchNorm1d> bn_;
   std::shared_ptr<nn::Linear> fc1_, fc_;
@@ -601,6 +622,7 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
     const auto* app = st.config.find("app");
     ARCLIGHT_CHECK(app && app->is_string(), "train", ckpt_root.string(), ": the checkpoint has no loop state");
     ls = LoopState::from_json(json::parse(app->text));
+    if (st.rngs.count("model")) st.restore_rng("model", model.rng());
     sched.step_update(st.scheduler_step);
     truncate_log(log_path, st.epoch);
     if (st.epoch >= c.epochs) {
@@ -623,6 +645,7 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
     st.config = arclight::io::json::Value::object();
     st.config.set("app", arclight::io::json::Value::string_value(now.to_json().dump()));
     st.config.set("run_config", arclight::io::json::Value::string_value(c.to_json().dump()));
+    st.capture_rng("model", model.rng());
     arclight::io::save_training_checkpoint(ckpt_root, name, model, *opt, st);
   };
   log_line(log, arclight::str_cat(tag, ": ", train_ds->size(), " images", val_ds ? arclight::str_cat(" (+ ", val_ds->size(), " validation)") : std::string(),
@@ -880,7 +903,11 @@ inline std::vector<std::int64_t> combined_predictions(const arclight::retrieval:
       const double ccos = std::max(0.0f, cp[q * num_classes + cls]);
       score[static_cast<std::size_t>(cls)] += std::pow(sim, 9) * std::pow(ccos, 10);
     }
-    out[static_cast<std::size_t>(q)] = std::max_element(score.begin(), score.end()) - score.begin();
+    // The rule needs a positive classifier cosine for some neighbour's class; when every one is <= 0 (all
+    // scores 0: no signal), the nearest neighbour's class is the prediction.
+    const auto best = std::max_element(score.begin(), score.end());
+    out[static_cast<std::size_t>(q)] =
+        *best > 0.0 ? best - score.begin() : index.labels()[static_cast<std::size_t>(ix[q * k])];
   }
   return out;
 }

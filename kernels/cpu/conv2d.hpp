@@ -340,6 +340,39 @@ inline bool fold_batch_for_1x1(const Conv2dShape& s) {
   return s.groups == 1 && s.n > 1 && s.out_h * s.out_w <= kFoldBatchMaxPlane;
 }
 
+// Whether an im2col pass runs one task per image (gemm_tasks: OpenMP threads over images, each with its own
+// whole-image column buffer and a single-threaded GEMM) instead of the tiled loop that hands each GEMM to a
+// multi-threaded BLAS: when no caller workspace is imposed, the batch has two or more images, and one image's
+// columns take at most 1/8 of the column budget (each thread holds one such buffer). Per-image GEMMs at
+// 28–56 px are too small for BLAS's own threading to pay (bench/RESULTS.md, "CPU train step": 2–5x on the
+// retrieval app's 3x3 convs). The choice does not depend on the thread count, so neither do the results.
+inline bool image_tasks(const Conv2dShape& s, std::size_t elem_size, const Conv2dOptions& opt, bool no_workspace) {
+  const std::size_t per_image = std::size_t(s.fan_in() * s.groups * s.out_h * s.out_w) * elem_size;
+  return no_workspace && s.n >= 2 && per_image <= opt.column_budget_bytes / 8;
+}
+
+// Images per chunk of a weight-gradient sum: dW = Σ_chunks (Σ_{n in chunk} per-image terms), with
+// min(n, kWeightGradChunks) contiguous chunks summed in order — the same rounding for any thread count.
+inline constexpr std::int64_t kWeightGradChunks = 8;
+
+// Runs term(n, dwc, first) for every image n, accumulating into chunk-private buffers dwc (first: overwrite),
+// chunks spread over threads by gemm_tasks, then dw = the chunk buffers summed in chunk order.
+template <typename T, typename F>
+void weight_grad_chunks(const Conv2dShape& s, T* dw, F&& term) {
+  const std::int64_t chunks = std::min<std::int64_t>(s.n, kWeightGradChunks), wn = s.weight_numel();
+  T* part = scratch<T>(2, chunks * wn);
+  gemm_tasks(chunks, [&](std::int64_t c) {
+    const std::int64_t b0 = c * s.n / chunks, b1 = (c + 1) * s.n / chunks;
+    for (std::int64_t n = b0; n < b1; ++n) term(n, part + c * wn, n == b0);
+  });
+#pragma omp parallel for schedule(static) if (wn >= (1 << 14))
+  for (std::int64_t i = 0; i < wn; ++i) {
+    T acc = part[i];
+    for (std::int64_t c = 1; c < chunks; ++c) acc += part[c * wn + i];
+    dw[i] = acc;
+  }
+}
+
 // Visits the tiles of the im2col plan: f(n0, nb, r0, r1).
 template <typename F>
 void for_each_tile(const Conv2dShape& s, const ColumnTiling& t, F&& f) {
@@ -413,13 +446,26 @@ void conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias,
   if (algo == ConvAlgo::Gemm1x1) {
     // y_n[g] (cog x P) = W[g] (cog x cig) . x_n[g] (cig x P): the image is already the column matrix.
     if (bias) detail::fill_output_rows(s, bias, 0, s.n, 0, s.out_h, y);
-    for (std::int64_t n = 0; n < s.n; ++n)
-      for (std::int64_t g = 0; g < G; ++g)
-        detail::gemm<T>(false, false, cog, P, cig, T(1), w + g * cog * K, K, x + (n * s.c_in + g * cig) * P, P,
-                        bias ? T(1) : T(0), y + (n * s.c_out + g * cog) * P, P);
+    gemm_tasks(s.n * G, [&](std::int64_t i) {
+      const std::int64_t n = i / G, g = i % G;
+      detail::gemm<T>(false, false, cog, P, cig, T(1), w + g * cog * K, K, x + (n * s.c_in + g * cig) * P, P,
+                      bias ? T(1) : T(0), y + (n * s.c_out + g * cog) * P, P);
+    });
     return;
   }
 
+  if (detail::image_tasks(s, sizeof(T), opt, workspace.empty())) {
+    // One task per image on its thread's own column buffer: im2col, then the GEMM(s) (single-threaded BLAS).
+    if (bias) detail::fill_output_rows(s, bias, 0, s.n, 0, s.out_h, y);
+    gemm_tasks(s.n, [&](std::int64_t n) {
+      T* col = detail::scratch<T>(0, s.fan_in() * s.groups * P);
+      im2col_rows(s, x + n * s.c_in * s.h * s.w, 0, s.out_h, 0, s.c_in, col);
+      for (std::int64_t g = 0; g < G; ++g)
+        detail::gemm<T>(false, false, cog, P, K, T(1), w + g * cog * K, K, col + g * K * P, P, bias ? T(1) : T(0),
+                        y + (n * s.c_out + g * cog) * P, P);
+    });
+    return;
+  }
   const ColumnTiling t = plan_column_tiling(s, sizeof(T), opt.column_budget_bytes);
   detail::ColumnBuffer<T> buf(t.elems, workspace, op);
   const std::int64_t rows_k = s.c_in * s.kh * s.kw;
@@ -466,13 +512,27 @@ void conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx, 
   }
   if (algo == ConvAlgo::Gemm1x1) {
     // dx_n[g] (cig x P) = W[g]^T (cig x cog) . dy_n[g] (cog x P).
-    for (std::int64_t n = 0; n < s.n; ++n)
-      for (std::int64_t g = 0; g < G; ++g)
-        detail::gemm<T>(true, false, cig, P, cog, T(1), w + g * cog * K, K, dy + (n * s.c_out + g * cog) * P, P, T(0),
-                        dx + (n * s.c_in + g * cig) * P, P);
+    gemm_tasks(s.n * G, [&](std::int64_t i) {
+      const std::int64_t n = i / G, g = i % G;
+      detail::gemm<T>(true, false, cig, P, cog, T(1), w + g * cog * K, K, dy + (n * s.c_out + g * cog) * P, P, T(0),
+                      dx + (n * s.c_in + g * cig) * P, P);
+    });
     return;
   }
 
+  if (detail::image_tasks(s, sizeof(T), opt, workspace.empty())) {
+    // One task per image: dcol = W^T · dy_n on the thread's own buffer, then col2im into its dx_n.
+    gemm_tasks(s.n, [&](std::int64_t n) {
+      T* col = detail::scratch<T>(0, s.fan_in() * s.groups * P);
+      for (std::int64_t g = 0; g < G; ++g)
+        detail::gemm<T>(true, false, K, P, cog, T(1), w + g * cog * K, K, dy + (n * s.c_out + g * cog) * P, P, T(0),
+                        col + g * K * P, P);
+      T* dxn = dx + n * s.c_in * HW;
+      std::fill(dxn, dxn + s.c_in * HW, T(0));
+      col2im_rows_accumulate(s, col, 0, s.out_h, 0, s.c_in, dxn);
+    });
+    return;
+  }
   const ColumnTiling t = plan_column_tiling(s, sizeof(T), opt.column_budget_bytes);
   detail::ColumnBuffer<T> buf(t.elems, workspace, op);
   const std::int64_t rows_k = s.c_in * s.kh * s.kw;
@@ -533,15 +593,27 @@ void conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw
     detail::gemm<T>(false, true, s.c_out, s.c_in, s.n * P, T(1), dyf, s.n * P, xf, s.n * P, T(0), dw, K);
     return;
   }
-  for (std::int64_t i = 0; i < s.weight_numel(); ++i) dw[i] = T(0);
   if (algo == ConvAlgo::Gemm1x1) {
-    // dW[g] (cog x cig) += dy_n[g] (cog x P) . x_n[g]^T (P x cig)
-    for (std::int64_t n = 0; n < s.n; ++n)
+    // dW[g] (cog x cig) = Σ_n dy_n[g] (cog x P) . x_n[g]^T (P x cig), summed in fixed chunks of images.
+    detail::weight_grad_chunks(s, dw, [&](std::int64_t n, T* dwc, bool first) {
       for (std::int64_t g = 0; g < G; ++g)
         detail::gemm<T>(false, true, cog, cig, P, T(1), dy + (n * s.c_out + g * cog) * P, P,
-                        x + (n * s.c_in + g * cig) * P, P, T(1), dw + g * cog * K, K);
+                        x + (n * s.c_in + g * cig) * P, P, first ? T(0) : T(1), dwc + g * cog * K, K);
+    });
     return;
   }
+  if (detail::image_tasks(s, sizeof(T), opt, workspace.empty())) {
+    // dW[g] = Σ_n dy_n[g] . col(x_n)[g]^T, each chunk of images on one thread with its own column buffer.
+    detail::weight_grad_chunks(s, dw, [&](std::int64_t n, T* dwc, bool first) {
+      T* col = detail::scratch<T>(0, s.fan_in() * s.groups * P);
+      im2col_rows(s, x + n * s.c_in * s.h * s.w, 0, s.out_h, 0, s.c_in, col);
+      for (std::int64_t g = 0; g < G; ++g)
+        detail::gemm<T>(false, true, cog, K, P, T(1), dy + (n * s.c_out + g * cog) * P, P, col + g * K * P, P,
+                        first ? T(0) : T(1), dwc + g * cog * K, K);
+    });
+    return;
+  }
+  for (std::int64_t i = 0; i < s.weight_numel(); ++i) dw[i] = T(0);
 
   const ColumnTiling t = plan_column_tiling(s, sizeof(T), opt.column_budget_bytes);
   detail::ColumnBuffer<T> buf(t.elems, workspace, op);

@@ -484,12 +484,13 @@ void lanes_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw,
 // Requires: s passes check_conv2d_shape with groups == c_in > 1; x [n, c_in, h, w], w [c_out, 1, kh, kw],
 // bias [c_out] or null, y [n, c_out, out_h, out_w], no aliasing.
 // Ensures: every element of y is written.
+namespace detail {
+// The row kernel (any map size and channel multiplier); depthwise_conv2d_forward runs it when the lane kernel does not apply.
+// Same contract as depthwise_conv2d_forward.
 template <typename T>
-void depthwise_conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+void depthwise_rows_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
   constexpr const char* op = "depthwise_conv2d_forward";
-  detail::check_depthwise(s, op);
-  detail::check_pointers(op, {{x, "input"}, {w, "weight"}, {y, "output"}});
-  if (detail::use_lanes<T>(s)) return detail::lanes_forward(s, x, w, bias, y);
+  (void)op;
   const std::int64_t mult = s.c_out / s.c_in, HW = s.h * s.w, P = s.out_h * s.out_w;
   const std::int64_t sw = s.stride_w;
   const detail::TapColumns taps_cols(s);
@@ -544,16 +545,27 @@ void depthwise_conv2d_forward(const Conv2dShape& s, const T* x, const T* w, cons
     }
   }
 }
+}  // namespace detail
+
+template <typename T>
+void depthwise_conv2d_forward(const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
+  constexpr const char* op = "depthwise_conv2d_forward";
+  detail::check_depthwise(s, op);
+  detail::check_pointers(op, {{x, "input"}, {w, "weight"}, {y, "output"}});
+  if (detail::use_lanes<T>(s)) return detail::lanes_forward(s, x, w, bias, y);
+  detail::depthwise_rows_forward(s, x, w, bias, y);
+}
 
 // Depthwise backward to the input.
 // Requires: as depthwise_conv2d_forward; dy [n, c_out, out_h, out_w], dx [n, c_in, h, w], no aliasing.
 // Ensures: every element of dx is overwritten with the gradient.
+namespace detail {
+// The row kernel (any map size and channel multiplier); depthwise_conv2d_backward_data runs it when the lane kernel does not apply.
+// Same contract as depthwise_conv2d_backward_data.
 template <typename T>
-void depthwise_conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+void depthwise_rows_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
   constexpr const char* op = "depthwise_conv2d_backward_data";
-  detail::check_depthwise(s, op);
-  detail::check_pointers(op, {{dy, "output gradient"}, {w, "weight"}, {dx, "input gradient"}});
-  if (detail::use_lanes<T>(s)) return detail::lanes_backward_data(s, dy, w, dx);
+  (void)op;
   const std::int64_t mult = s.c_out / s.c_in, HW = s.h * s.w, P = s.out_h * s.out_w;
   const std::int64_t sw = s.stride_w;
   const detail::TapColumns taps_cols(s);
@@ -624,18 +636,28 @@ void depthwise_conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* 
     }
   }
 }
+}  // namespace detail
+
+template <typename T>
+void depthwise_conv2d_backward_data(const Conv2dShape& s, const T* dy, const T* w, T* dx) {
+  constexpr const char* op = "depthwise_conv2d_backward_data";
+  detail::check_depthwise(s, op);
+  detail::check_pointers(op, {{dy, "output gradient"}, {w, "weight"}, {dx, "input gradient"}});
+  if (detail::use_lanes<T>(s)) return detail::lanes_backward_data(s, dy, w, dx);
+  detail::depthwise_rows_backward_data(s, dy, w, dx);
+}
 
 // Depthwise backward to the weight and bias.
 // Requires: as depthwise_conv2d_forward; dw [c_out, 1, kh, kw] or null, dbias [c_out] or null.
 // Ensures: dw and dbias are overwritten with the gradient summed over the batch. Per-image partial sums are
 // taken in T and the batch total in double, so float results stay accurate over large batches.
+namespace detail {
+// The row kernel (any map size and channel multiplier); depthwise_conv2d_backward_weight runs it when the lane kernel does not apply.
+// Same contract as depthwise_conv2d_backward_weight.
 template <typename T>
-void depthwise_conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias) {
+void depthwise_rows_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias) {
   constexpr const char* op = "depthwise_conv2d_backward_weight";
-  detail::check_depthwise(s, op);
-  detail::check_pointers(op, {{x, "input"}, {dy, "output gradient"}});
-  if (!dw && !dbias) return;
-  if (detail::use_lanes<T>(s)) return detail::lanes_backward_weight(s, x, dy, dw, dbias);
+  (void)op;
   const std::int64_t mult = s.c_out / s.c_in, HW = s.h * s.w, P = s.out_h * s.out_w;
   const std::int64_t sw = s.stride_w, taps = s.kh * s.kw;
   const detail::TapColumns taps_cols(s);
@@ -694,6 +716,17 @@ void depthwise_conv2d_backward_weight(const Conv2dShape& s, const T* x, const T*
       if (dbias) dbias[co] = T(acc_bias);
     }
   }
+}
+}  // namespace detail
+
+template <typename T>
+void depthwise_conv2d_backward_weight(const Conv2dShape& s, const T* x, const T* dy, T* dw, T* dbias) {
+  constexpr const char* op = "depthwise_conv2d_backward_weight";
+  detail::check_depthwise(s, op);
+  detail::check_pointers(op, {{x, "input"}, {dy, "output gradient"}});
+  if (!dw && !dbias) return;
+  if (detail::use_lanes<T>(s)) return detail::lanes_backward_weight(s, x, dy, dw, dbias);
+  detail::depthwise_rows_backward_weight(s, x, dy, dw, dbias);
 }
 
 }  // namespace arclight::kernels::cpu

@@ -6,6 +6,10 @@
 #include <cstdint>
 
 #include <cblas.h>
+#include <omp.h>
+
+extern "C" int openblas_get_num_threads(void);
+extern "C" void openblas_set_num_threads(int);
 
 namespace arclight::kernels::cpu {
 
@@ -40,6 +44,46 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
           std::int64_t lda, const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc) {
   static_assert(sizeof(T) == 4 || sizeof(T) == 8, "gemm: float or double only");
   gemm<T>(GemmShape{m, n, k, trans_a, trans_b, lda, ldb, ldc}, alpha, a, b, beta, c);
+}
+
+// Sets OpenBLAS to one thread while alive (when `active`) and restores the previous count. OpenBLAS keeps its
+// own thread pool next to OpenMP's; when many independent GEMMs are due (one per image, one per search block)
+// it is faster to run them on OpenMP's threads with a single-threaded BLAS each than to let the two pools take
+// turns on the same cores. Process-wide while it lasts (OpenBLAS has no per-call thread count).
+class SingleThreadedBlas {
+ public:
+  explicit SingleThreadedBlas(bool active) : active_(active), saved_(active ? openblas_get_num_threads() : 1) {
+    if (active_) openblas_set_num_threads(1);
+  }
+  ~SingleThreadedBlas() {
+    if (active_) openblas_set_num_threads(saved_);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  bool active_;
+  int saved_;
+};
+
+// Whether gemm_tasks would run its tasks on several threads.
+inline bool gemm_tasks_parallel(std::int64_t count) {
+  return count >= 2 && !omp_in_parallel() && omp_get_max_threads() >= 2;
+}
+
+// Runs f(i) for i in [0, count): independent tasks that each call gemm (and whatever else they need on their
+// own data). With two or more OpenMP threads the tasks are spread over them (static schedule) and BLAS is
+// single-threaded meanwhile; otherwise they run in order on the caller with BLAS as configured.
+// requires: f(i) and f(j) write disjoint memory for i != j; f does not throw.
+template <typename F>
+void gemm_tasks(std::int64_t count, F&& f) {
+  if (!gemm_tasks_parallel(count)) {
+    for (std::int64_t i = 0; i < count; ++i) f(i);
+    return;
+  }
+  SingleThreadedBlas one(true);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < count; ++i) f(i);
 }
 
 }  // namespace arclight::kernels::cpu

@@ -199,6 +199,7 @@ void global_avg_pool_forward(std::int64_t n, std::int64_t c, std::int64_t hw, co
   for (std::int64_t plane = 0; plane < n * c; ++plane) {
     const T* xp = x + plane * hw;
     double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
     for (std::int64_t k = 0; k < hw; ++k) sum += double(xp[k]);
     y[plane] = T(sum / double(hw));
   }

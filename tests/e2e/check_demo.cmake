@@ -14,6 +14,12 @@ foreach(key top1 top1_knn top1_vote top1_classifier top1_combined map_at_r r_pre
 endforeach()
 string(JSON top1 GET "${metrics}" top1)
 string(JSON nq GET "${metrics}" n_queries)
+string(JSON top1_combined GET "${metrics}" top1_combined)
+string(JSON top1_method GET "${metrics}" top1_method)
+if(NOT top1_method STREQUAL "combined" OR NOT top1 EQUAL top1_combined)
+  message(FATAL_ERROR "top1 must be the combined rule's accuracy: top1 ${top1}, method '${top1_method}', "
+                      "top1_combined ${top1_combined}")
+endif()
 if(top1 LESS 0.85)
   message(FATAL_ERROR "demo --quick top1 = ${top1}, expected >= 0.85")
 endif()

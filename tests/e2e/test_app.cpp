@@ -591,3 +591,41 @@ TEST(RetrievalApp, HelpOnEverySubcommand) {
 }
 
 }  // namespace
+
+// METHOD.md's backbones run in the app: a registered model name builds backbone → GeM → Linear → BN1d, trains,
+// checkpoints (with the model's random stream for drop-path), embeds and evaluates.
+TEST(RetrievalApp, RegisteredBackboneTrainsEmbedsAndEvaluates) {
+  const fs::path w = scratch("backbone");
+  make_image_folder(w / "train", 12, 32, 5);
+  make_image_folder(w / "test", 3, 32, 6);
+  const std::string run = (w / "run").string();
+  Result r = run_app({"train", "--run", run, "--data", "folder:" + (w / "train").string(), "--test-data",
+                      "folder:" + (w / "test").string(), "--model", "efficientnet_b0", "--image-size", "32",
+                      "--epochs", "1", "--batch", "8", "--embedding-dim", "32", "--threads", "2"},
+                     w);
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  EXPECT_TRUE(contains(r.out, "model efficientnet_b0")) << r.out;
+  // The checkpoint holds the backbone's timm-named tensors and the model's RNG state.
+  bool found_backbone = false;
+  for (const auto& e : fs::recursive_directory_iterator(w / "run" / "checkpoints"))
+    if (e.path().filename() == "model.safetensors") {
+      auto f = arclight::io::SafetensorsFile::open(e.path());
+      found_backbone = found_backbone || f.find("backbone.conv_stem.weight") != nullptr;
+    }
+  EXPECT_TRUE(found_backbone);
+  r = run_app({"embed", "--run", run}, w);
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  r = run_app({"eval", "--run", run}, w);
+  ASSERT_EQ(r.rc, 0) << describe(r);
+  const json m = json::parse(read_text(w / "run" / "metrics.json"));
+  EXPECT_EQ(m["n_queries"], 3 * static_cast<int>(m["class_names"].size()));
+  const double top1 = m["top1"].get<double>();
+  EXPECT_TRUE(top1 >= 0.0 && top1 <= 1.0) << top1;
+  auto g = arclight::io::SafetensorsFile::open(w / "run" / "gallery.safetensors");
+  EXPECT_EQ(g.find("embeddings")->shape, (std::vector<std::int64_t>{12 * static_cast<std::int64_t>(m["class_names"].size()), 32}));
+  // An unknown name is refused before anything is written.
+  r = run_app({"train", "--run", (w / "bad").string(), "--model", "resnet9000"}, w);
+  EXPECT_NE(r.rc, 0);
+  EXPECT_TRUE(contains(r.err, "unknown model 'resnet9000'")) << describe(r);
+  EXPECT_FALSE(fs::exists(w / "bad"));
+}

@@ -22,7 +22,6 @@
 #include "arclight/io/safetensors.hpp"
 #include "kernels/cpu/gemm.hpp"
 
-extern "C" int openblas_get_num_threads(void);  // OpenBLAS (cblas.h declares it; named here for clarity)
 
 namespace arclight::retrieval {
 
@@ -100,23 +99,6 @@ inline void topk_offer_row(const float* row, std::int64_t n, std::int64_t base, 
     }
 }
 
-// Sets OpenBLAS to one thread while alive (when `active`) and restores the previous count: the search
-// runs one GEMM per OpenMP thread. Process-wide while it lasts (OpenBLAS has no per-call thread count).
-class SingleThreadedBlas {
- public:
-  explicit SingleThreadedBlas(bool active) : active_(active), saved_(active ? openblas_get_num_threads() : 1) {
-    if (active_) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (active_) openblas_set_num_threads(saved_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  bool active_;
-  int saved_;
-};
 
 }  // namespace detail
 
@@ -189,7 +171,7 @@ class FlatIndex {
     const float* qp = q.data_ptr<float>();
     const float* gp = data_.data_ptr<float>();
     {
-      detail::SingleThreadedBlas blas_guard(threads > 1);
+      kernels::cpu::SingleThreadedBlas blas_guard(threads > 1);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
       for (std::int64_t task = 0; task < n_tasks; ++task) {
         const int t = omp_get_thread_num();
