@@ -19,6 +19,34 @@ struct GemmShape {
   std::int64_t lda = 0, ldb = 0, ldc = 0;
 };
 
+// Below this many flops a product runs on one thread (splitting costs more than it saves).
+inline constexpr double kGemmSplitFlops = 4.0e6;
+
+namespace detail {
+// arclight keeps OpenBLAS single-threaded and parallelises with its own OpenMP threads only: two thread pools
+// (OpenMP's and OpenBLAS's) on the same cores take turns and busy-wait against each other — measured 2x slower
+// training steps on 2 cores without OMP_WAIT_POLICY=passive (bench/RESULTS.md, "CPU train step"). Called by
+// every gemm; process-wide (OpenBLAS has no per-call thread count).
+inline void blas_single_threaded() {
+  static const bool done = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)done;
+}
+
+template <typename T>
+void blas_gemm(const GemmShape& s, T alpha, const T* a, const T* b, T beta, T* c) {
+  const auto ta = s.trans_a ? CblasTrans : CblasNoTrans, tb = s.trans_b ? CblasTrans : CblasNoTrans;
+  if constexpr (sizeof(T) == 4)
+    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(s.m), static_cast<int>(s.n), static_cast<int>(s.k), alpha, a,
+                static_cast<int>(s.lda), b, static_cast<int>(s.ldb), beta, c, static_cast<int>(s.ldc));
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(s.m), static_cast<int>(s.n), static_cast<int>(s.k), alpha, a,
+                static_cast<int>(s.lda), b, static_cast<int>(s.ldb), beta, c, static_cast<int>(s.ldc));
+}
+}  // namespace detail
+
 // requires: leading dimensions consistent with the shape (checked by the op that builds GemmShape);
 // C is overwritten when beta == 0 (its old contents, even NaN, are ignored), else accumulated into.
 template <typename T>
@@ -29,13 +57,32 @@ void gemm(const GemmShape& s, T alpha, const T* a, const T* b, T beta, T* c) {
       for (std::int64_t j = 0; j < s.n; ++j) c[i * s.ldc + j] = beta == T(0) ? T(0) : beta * c[i * s.ldc + j];
     return;
   }
-  const auto ta = s.trans_a ? CblasTrans : CblasNoTrans, tb = s.trans_b ? CblasTrans : CblasNoTrans;
-  if constexpr (sizeof(T) == 4)
-    cblas_sgemm(CblasRowMajor, ta, tb, static_cast<int>(s.m), static_cast<int>(s.n), static_cast<int>(s.k), alpha, a,
-                static_cast<int>(s.lda), b, static_cast<int>(s.ldb), beta, c, static_cast<int>(s.ldc));
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, static_cast<int>(s.m), static_cast<int>(s.n), static_cast<int>(s.k), alpha, a,
-                static_cast<int>(s.lda), b, static_cast<int>(s.ldb), beta, c, static_cast<int>(s.ldc));
+  detail::blas_single_threaded();
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double flops = 2.0 * double(s.m) * double(s.n) * double(s.k);
+  if (threads < 2 || flops < kGemmSplitFlops || (s.m < 2 * threads && s.n < 2 * threads)) {
+    detail::blas_gemm<T>(s, alpha, a, b, beta, c);
+    return;
+  }
+  // One single-threaded GEMM per OpenMP thread on a contiguous slice of C's columns (or rows, when C is
+  // taller than wide). Every element is computed by the same sequential K loop as without the split.
+  const bool split_n = s.n >= s.m;
+  const std::int64_t extent = split_n ? s.n : s.m;
+#pragma omp parallel num_threads(threads)
+  {
+    const std::int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const std::int64_t lo = extent * t / nt, hi = extent * (t + 1) / nt;
+    if (lo < hi) {
+      GemmShape part = s;
+      if (split_n) {
+        part.n = hi - lo;
+        detail::blas_gemm<T>(part, alpha, a, s.trans_b ? b + lo * s.ldb : b + lo, beta, c + lo);
+      } else {
+        part.m = hi - lo;
+        detail::blas_gemm<T>(part, alpha, s.trans_a ? a + lo : a + lo * s.lda, b, beta, c + lo * s.ldc);
+      }
+    }
+  }
 }
 
 // The same with the BLAS-style argument list: C[m,n] = alpha·op(A)·op(B) + beta·C (row-major).

@@ -95,10 +95,12 @@ TEST(FlatIndexSearch, TiesGoToTheLowerIndexForEveryWorkSplit) {
 TEST(FlatIndexSearch, RestoresTheBlasThreadCount) {
   ThreadCount restore;
   set_num_threads(2);
+  openblas_set_num_threads(2);  // as a program that uses OpenBLAS itself might have set it
   FlatIndex index(randn({300, 8}));
   index.search(randn({40, 8}), 3, SearchOptions{4, 32});
   EXPECT_EQ(openblas_get_num_threads(), 2);
   EXPECT_EQ(num_threads(), 2);
+  openblas_set_num_threads(1);
 }
 
 TEST(FlatIndexSearch, WholeGalleryAsK) {  // k = G: every row returned once, sorted

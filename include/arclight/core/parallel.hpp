@@ -1,4 +1,4 @@
-// Threading: OpenMP for arclight's own loops and OpenBLAS's thread count kept in step with it.
+// Threading: OpenMP for arclight's own loops and its GEMMs; OpenBLAS runs single-threaded inside them.
 // parallel_for splits [begin, end) into contiguous chunks of at least `grain` iterations; below one grain
 // it runs inline so small tensors pay no thread start-up.
 #pragma once
@@ -14,11 +14,12 @@ namespace arclight {
 
 inline int num_threads() { return omp_get_max_threads(); }
 
-// Sets the number of threads used by arclight's loops and by BLAS.
+// Sets the number of threads used by arclight's loops, GEMMs included: BLAS itself stays single-threaded and
+// kernels/cpu/gemm.hpp splits large products across the OpenMP threads (one thread pool, not two taking turns).
 inline void set_num_threads(int n) {
   n = std::max(1, n);
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  openblas_set_num_threads(1);
 }
 
 // Calls f(chunk_begin, chunk_end) on disjoint chunks covering [begin, end), in parallel when the range
