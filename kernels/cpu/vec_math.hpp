@@ -6,7 +6,7 @@
 // exp_fast(float): the classic range reduction x = n·ln2 + r with |r| <= ln2/2 (ln2 split in a short high
 // part and a correction, so n·ln2_hi is exact), a degree-6 minimax polynomial for e^r on that interval, and
 // 2^n assembled in the exponent bits. Accuracy: <= 2 ulp over the normal range (tests/ops/test_vec_math.cpp
-// checks every 97th float of [-87, 88] against std::exp in double); below -87.33 the result is 0 (the
+// checks every 1021st bit pattern of [-87, 88.7] against std::exp in double); below -87.33 the result is 0 (the
 // true value is subnormal), above log(FLT_MAX) ≈ 88.72 it is +inf, NaN in gives NaN out.
 //
 // Vectorisation needs AVX2-class instructions (GCC does not vectorise this with plain SSE2): the project's
