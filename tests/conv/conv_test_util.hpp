@@ -22,6 +22,23 @@ namespace arclight::test {
 
 using kernels::Conv2dShape;
 
+// Output buffers with a tail: guarded_garbage (below) gives n garbage (NaN) values followed by kGuard guard
+// values, so a kernel that writes past its output is caught (guard_intact); head() drops the tail again.
+inline constexpr std::int64_t kGuard = 64;
+inline constexpr double kGuardValue = 1e30;
+template <typename T>
+::testing::AssertionResult guard_intact(const std::vector<T>& v, std::int64_t n) {
+  for (std::int64_t i = n; i < n + kGuard; ++i)
+    if (v[std::size_t(i)] != T(kGuardValue))
+      return ::testing::AssertionFailure() << "wrote past the output: element " << i - n << " after the end is "
+                                           << v[std::size_t(i)];
+  return ::testing::AssertionSuccess();
+}
+template <typename T>
+std::vector<T> head(const std::vector<T>& v, std::int64_t n) {
+  return std::vector<T>(v.begin(), v.begin() + n);
+}
+
 // Uniform values in [lo, hi) from a seeded Philox stream.
 inline std::vector<double> random_vector(std::int64_t n, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
   RandomStream rs(seed, 7);
@@ -50,6 +67,12 @@ std::vector<T> cast_vector(const std::vector<double>& v) {
 template <typename T>
 std::vector<T> garbage(std::int64_t n) {
   return std::vector<T>(std::size_t(n), std::numeric_limits<T>::quiet_NaN());
+}
+template <typename T>
+std::vector<T> guarded_garbage(std::int64_t n) {
+  std::vector<T> v = garbage<T>(n);
+  v.resize(std::size_t(n + kGuard), T(kGuardValue));
+  return v;
 }
 
 inline double max_abs(const std::vector<double>& v) {

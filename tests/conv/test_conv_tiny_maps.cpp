@@ -24,8 +24,9 @@ using arclight::kernels::Conv2dShape;
 namespace cpu = arclight::kernels::cpu;
 namespace t = arclight::test;
 
-constexpr std::int64_t kGuard = 64;
-constexpr double kGuardValue = 1e30;
+using t::guard_intact;
+using t::guarded_garbage;
+using t::head;
 
 struct TinyCase {
   std::string name;
@@ -44,25 +45,6 @@ Conv2dShape make_shape(const TinyCase& tc) {
   return cpu::make_conv2d_shape(in, wt, p, tc.c, "test");
 }
 
-// A buffer of n NaNs followed by kGuard guard values; guard_intact checks the tail.
-template <typename T>
-std::vector<T> guarded_garbage(std::int64_t n) {
-  std::vector<T> v = t::garbage<T>(n);
-  v.resize(std::size_t(n + kGuard), T(kGuardValue));
-  return v;
-}
-template <typename T>
-::testing::AssertionResult guard_intact(const std::vector<T>& v, std::int64_t n) {
-  for (std::int64_t i = n; i < n + kGuard; ++i)
-    if (v[std::size_t(i)] != T(kGuardValue))
-      return ::testing::AssertionFailure() << "wrote past the output: element " << i - n << " after the end is "
-                                           << v[std::size_t(i)];
-  return ::testing::AssertionSuccess();
-}
-template <typename T>
-std::vector<T> head(const std::vector<T>& v, std::int64_t n) {
-  return std::vector<T>(v.begin(), v.begin() + n);
-}
 
 class TinyMapConv : public ::testing::TestWithParam<TinyCase> {};
 

@@ -27,8 +27,9 @@ using arclight::kernels::PadMode;
 namespace cpu = arclight::kernels::cpu;
 namespace t = arclight::test;
 
-constexpr std::int64_t kGuard = 32;
-constexpr double kGuardValue = 1e30;
+using t::guard_intact;
+using t::guarded_garbage;
+using t::head;
 
 struct DwCase {
   std::string name;
@@ -55,24 +56,6 @@ Conv2dShape make_shape(const DwCase& dc) {
 }
 
 template <typename T>
-std::vector<T> guarded_nan(std::int64_t n) {
-  std::vector<T> v = t::garbage<T>(n);
-  v.resize(std::size_t(n + kGuard), T(kGuardValue));
-  return v;
-}
-template <typename T>
-::testing::AssertionResult guard_intact(const std::vector<T>& v, std::int64_t n) {
-  for (std::int64_t i = n; i < n + kGuard; ++i)
-    if (v[std::size_t(i)] != T(kGuardValue))
-      return ::testing::AssertionFailure() << "wrote past the end: element " << i - n << " after it is "
-                                           << v[std::size_t(i)];
-  return ::testing::AssertionSuccess();
-}
-template <typename T>
-std::vector<T> head(const std::vector<T>& v, std::int64_t n) {
-  return std::vector<T>(v.begin(), v.begin() + n);
-}
-template <typename T>
 bool bit_equal(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
@@ -91,10 +74,10 @@ Outputs<T> run_kernels(const Conv2dShape& s, const std::vector<double>& x, const
              dyt = t::cast_vector<T>(dy);
   const int saved = omp_get_max_threads();
   omp_set_num_threads(threads);
-  auto y = guarded_nan<T>(s.output_numel()), y0 = guarded_nan<T>(s.output_numel());
-  auto dx = guarded_nan<T>(s.input_numel());
-  auto dw = guarded_nan<T>(s.weight_numel()), db = guarded_nan<T>(s.c_out);
-  auto dw1 = guarded_nan<T>(s.weight_numel()), db1 = guarded_nan<T>(s.c_out);
+  auto y = guarded_garbage<T>(s.output_numel()), y0 = guarded_garbage<T>(s.output_numel());
+  auto dx = guarded_garbage<T>(s.input_numel());
+  auto dw = guarded_garbage<T>(s.weight_numel()), db = guarded_garbage<T>(s.c_out);
+  auto dw1 = guarded_garbage<T>(s.weight_numel()), db1 = guarded_garbage<T>(s.c_out);
   cpu::depthwise_conv2d_forward<T>(s, xt.data(), wt.data(), bt.data(), y.data());
   cpu::depthwise_conv2d_forward<T>(s, xt.data(), wt.data(), nullptr, y0.data());
   cpu::depthwise_conv2d_backward_data<T>(s, dyt.data(), wt.data(), dx.data());
