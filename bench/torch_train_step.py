@@ -8,9 +8,14 @@ Prints one line:  train_images_per_s=<x> embed_images_per_s=<y> peak_rss_mb=<z>
 
 Run with Debian's python3-torch (/usr/bin/python3 on the dev machine):
   /usr/bin/python3 bench/torch_train_step.py --img 32 --batch 128 --threads 2 --steps 20 --classes 10
+On a GPU (beside `train_step --device cuda [--amp bf16]`):
+  python3 bench/torch_train_step.py --device cuda --img 224 --batch 128 --steps 20 --classes 1000 [--amp bf16]
+fp32 on the GPU is strict float32 (cuDNN's TF32 switched off, as arclight's default); --amp bf16 wraps forward and
+loss in torch.autocast(dtype=torch.bfloat16). Each step ends with loss.item(), which waits for the GPU.
 A reference for measurement only: nothing in arclight's build or tests needs it.
 """
 import argparse
+import contextlib
 import math
 import resource
 import sys
@@ -77,19 +82,29 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--embed-steps", type=int, default=0)
     ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
     a = ap.parse_args()
+    if a.amp != "off" and a.device != "cuda":
+        ap.error("--amp bf16 needs --device cuda")
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
-    net = Net(a.classes)
+    dev = torch.device(a.device)
+    if a.device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    net = Net(a.classes).to(dev)
     decay = [p for n, p in net.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3)
-    x = torch.randn(a.batch, 3, a.img, a.img)
-    y = torch.randint(0, a.classes, (a.batch,))
+    x = torch.randn(a.batch, 3, a.img, a.img).to(dev)
+    y = torch.randint(0, a.classes, (a.batch,)).to(dev)
+    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if a.amp == "bf16" else contextlib.nullcontext()
 
     def step():
-        loss = F.cross_entropy(net(x, y), y, label_smoothing=0.1)
+        with amp:
+            loss = F.cross_entropy(net(x, y).float(), y, label_smoothing=0.1)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=False)
@@ -108,7 +123,7 @@ def main():
 
     embed_steps = a.embed_steps or a.steps
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), amp:
         for _ in range(min(a.warmup, 2)):
             F.normalize(net.features(x))
         t0 = time.perf_counter()
@@ -119,7 +134,7 @@ def main():
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(f"train_images_per_s={a.steps * a.batch / train_s:.1f} embed_images_per_s={embed_steps * a.batch / embed_s:.1f} "
           f"peak_rss_mb={peak_mb:.1f}")
-    print(f"torch_train_step: torch {torch.__version__}, img {a.img}, batch {a.batch}, {a.threads} threads, "
+    print(f"torch_train_step: torch {torch.__version__}, {a.device} {a.amp}, img {a.img}, batch {a.batch}, {a.threads} threads, "
           f"final loss {loss:.4f}", file=sys.stderr)
     return 0
 

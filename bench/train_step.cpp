@@ -6,8 +6,13 @@
 // train = forward + backward + optimizer step + zero_grad; embed = eval-mode forward without gradients (the
 // L2-normalised embedding). Warm-up steps are excluded from both timings. With ARCLIGHT_PROFILE=1 (or
 // --profile) the op profiler's table (time per op type, forward and backward) goes to stderr.
+// --device cuda runs the same step on the GPU (Module::to, device tensors; each step ends with loss.item(), which
+// waits for the GPU, as the PyTorch script does); --amp bf16 adds cuda::AutocastScope(bf16) around forward and
+// backward (convolutions and GEMMs in bfloat16, float32 master weights, GeM and the loss in float32), the
+// counterpart of torch.autocast(dtype=torch.bfloat16).
 //
 //   build/bench/train_step --img 32 --batch 128 --threads 2 --steps 20 --classes 10
+//   train_step --device cuda --img 224 --batch 128 --steps 20 --classes 1000 [--amp bf16]
 #include <sys/resource.h>
 
 #include <chrono>
@@ -18,6 +23,7 @@
 
 #include <arclight/arclight.hpp>
 #include <arclight/core/profiler.hpp>
+#include <arclight/cuda/runtime.hpp>
 #include <arclight/models/embedding_net.hpp>
 #include <arclight/optim/adamw.hpp>
 #include <cmath>
@@ -30,12 +36,15 @@ struct Args {
   std::int64_t img = 32, batch = 128, classes = 10, steps = 20, warmup = 3, embed_steps = 0;
   int threads = 2;
   bool profile = false;
+  std::string device = "cpu";  // cpu | cuda
+  std::string amp = "off";     // off | bf16 (cuda only)
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "train_step: %s\nusage: train_step [--model NAME] [--img N] [--batch N] [--threads N] [--steps N]\n"
-               "                  [--warmup N] [--embed-steps N] [--classes N] [--profile]\n",
+               "                  [--warmup N] [--embed-steps N] [--classes N] [--profile]\n"
+               "                  [--device cpu|cuda] [--amp off|bf16]\n",
                why);
   std::exit(2);
 }
@@ -57,6 +66,16 @@ Args parse(int argc, char** argv) {
       a.model = v;
       continue;
     }
+    if (k == "--device") {
+      a.device = v;
+      if (a.device != "cpu" && a.device != "cuda") usage("--device expects cpu or cuda");
+      continue;
+    }
+    if (k == "--amp") {
+      a.amp = v;
+      if (a.amp != "off" && a.amp != "bf16") usage("--amp expects off or bf16");
+      continue;
+    }
     if (!numeric || n < 0) usage((k + " expects a non-negative integer, got '" + v + "'").c_str());
     if (k == "--img") a.img = n;
     else if (k == "--batch") a.batch = n;
@@ -70,6 +89,7 @@ Args parse(int argc, char** argv) {
   if (a.img < 8 || a.batch < 2 || a.steps < 1 || a.classes < 2 || a.threads < 1)
     usage("need --img >= 8, --batch >= 2, --steps >= 1, --classes >= 2, --threads >= 1");
   if (a.embed_steps == 0) a.embed_steps = a.steps;
+  if (a.amp != "off" && a.device != "cuda") usage("--amp bf16 needs --device cuda");
   return a;
 }
 
@@ -94,6 +114,11 @@ int main(int argc, char** argv) {
     cfg.margin.scale = 30.0;
     cfg.margin.margin = 0.5;
     models::EmbeddingNet net(cfg);
+    const Device dev = a.device == "cuda" ? Device::cuda(0) : Device::cpu();
+    if (dev.is_cuda()) {
+      std::fprintf(stderr, "train_step: %s\n", cuda::backend_description().c_str());
+      net.to(dev);  // before the optimizer, which keeps its state beside the parameters
+    }
     optim::AdamWOptions opt;
     opt.lr = 1e-3;
     opt.weight_decay = 1e-2;
@@ -101,10 +126,12 @@ int main(int argc, char** argv) {
     ops::CrossEntropyConfig ce;
     ce.label_smoothing = 0.1;
 
-    Tensor x = randn({a.batch, 3, a.img, a.img}, DType::f32, gen);
-    Tensor y = randint(0, a.classes, {a.batch}, DType::i64, gen);
+    Tensor x = randn({a.batch, 3, a.img, a.img}, DType::f32, gen).to(dev);
+    Tensor y = randint(0, a.classes, {a.batch}, DType::i64, gen).to(dev);
+    const DType amp = a.amp == "bf16" ? DType::bf16 : DType::f32;
 
     auto train_step = [&] {
+      cuda::AutocastScope autocast(amp);
       Tensor loss = net.loss(x, y, ce);
       loss.backward();
       adamw.step();
@@ -129,6 +156,7 @@ int main(int argc, char** argv) {
       return 1;
     }
 
+    cuda::AutocastScope embed_autocast(amp);
     for (std::int64_t i = 0; i < std::min<std::int64_t>(a.warmup, 2); ++i) (void)net.embed(x);
     if (a.profile) profiler::enable(true);
     t0 = std::chrono::steady_clock::now();
@@ -149,8 +177,9 @@ int main(int argc, char** argv) {
     std::printf("train_images_per_s=%.1f embed_images_per_s=%.1f peak_rss_mb=%.1f\n",
                 static_cast<double>(a.steps * a.batch) / train_s, static_cast<double>(a.embed_steps * a.batch) / embed_s,
                 static_cast<double>(ru.ru_maxrss) / 1024.0);
-    std::fprintf(stderr, "train_step: %s, img %lld, batch %lld, %d threads, final loss %.4f\n", a.model.c_str(),
-                 static_cast<long long>(a.img), static_cast<long long>(a.batch), a.threads, last_loss);
+    std::fprintf(stderr, "train_step: %s, img %lld, batch %lld, %s%s, %d threads, final loss %.4f\n", a.model.c_str(),
+                 static_cast<long long>(a.img), static_cast<long long>(a.batch), a.device.c_str(),
+                 a.amp == "bf16" ? " (bf16 autocast)" : "", a.threads, last_loss);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_step: %s\n", e.what());
     return 1;

@@ -4,6 +4,7 @@
 // kernels/common/; no framework template is ever instantiated by nvcc.
 #include "kernels/cuda/launchers.hpp"
 #include "kernels/cuda/launchers_dnn.hpp"
+#include "kernels/cuda/launchers_ops.hpp"
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/runtime.cuh"
@@ -15,3 +16,5 @@
 #include "kernels/cuda/search.cuh"
 #include "kernels/cuda/amp.cuh"
 #include "kernels/cuda/dnn.cuh"
+#include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/conv_blocks.cuh"

@@ -4,8 +4,9 @@
 # cuda_search, cuda_dnn when present) and the device benches (bench_device_kernels, bench_device_dnn when
 # bench/device/CMakeLists.txt defines it), runs the tests, runs compute-sanitizer memcheck on a small subset
 # (when compute-sanitizer exists), runs the benches and prints a short table — in well under 8 minutes, every
-# step under its own timeout. Logs and results go to $OUT when it is set (at most 8 files: summary.txt,
-# build.log, tests.log, sanitizer.log, bench.log, bench_dnn.log, bench.md), else to <build>/logs. Without a GPU
+# step under its own timeout, then the efficientnet_b0 training step beside PyTorch (bench/torch_train_step.py) when
+# the machine's python has torch with CUDA. Logs and results go to $OUT when it is set (summary.txt, build.log,
+# tests.log, sanitizer.log, bench.log, bench_dnn.log, train_step.log, bench.md), else to <build>/logs. Without a GPU
 # it says so and exits 0.
 #
 #   bash bench/device/run.sh               # the device run
@@ -58,7 +59,7 @@ LOG="${OUT:-$BUILD/logs}"
 mkdir -p "$LOG" "$BUILD"
 SUMMARY="$LOG/summary.txt"
 : >"$SUMMARY"
-for f in build.log tests.log tests.xml sanitizer.log bench.log bench_dnn.log bench.md; do rm -f "$LOG/$f"; done
+for f in build.log tests.log tests.xml sanitizer.log bench.log bench_dnn.log train_step.log bench.md; do rm -f "$LOG/$f"; done
 STEPS=()
 
 # run_step NAME TIMEOUT LOGFILE CMD...: runs under `timeout` (capped by what is left of the budget), appends to
@@ -204,7 +205,7 @@ DNN_BENCH_EXE="$BUILD/bench_device_dnn"
 
 # ---- 5. tests, sanitizer, benches -----------------------------------------------------------------------
 if (( BUILD_RC == 0 )); then
-  for t in cuda_host cuda_kernels cuda_search cuda_dnn; do
+  for t in cuda_host cuda_kernels cuda_search cuda_dnn cuda_op_kernels cuda_ops; do
     [ -x "$BUILD/tests-cuda/$t" ] || continue
     run_step "tests $t" 150 "$LOG/tests.log" "$BUILD/tests-cuda/$t" --gtest_color=no
   done
@@ -212,6 +213,23 @@ if (( BUILD_RC == 0 )); then
   if [ -x "$DNN_BENCH_EXE" ]; then
     run_step "bench dnn" 90 "$LOG/bench_dnn.log" "$DNN_BENCH_EXE"
     { echo; echo "cuDNN / cuBLAS (bench_device_dnn):"; grep -E '^\|' "$LOG/bench_dnn.log"; } >>"$LOG/bench.md" 2>/dev/null
+  fi
+  # Training step, arclight vs PyTorch eager on this GPU: efficientnet_b0, 224 px, batch 128, fp32 and bf16.
+  TS_EXE="$BUILD/train_step_cuda"
+  TS_ARGS=(--img "${ARCLIGHT_TS_IMG:-224}" --batch "${ARCLIGHT_TS_BATCH:-128}" --steps "${ARCLIGHT_TS_STEPS:-10}" \
+           --warmup 3 --embed-steps 5 --classes 1000 --threads 4)
+  if [ -x "$TS_EXE" ] && [ -n "$GPU_NAME" ]; then
+    for amp in off bf16; do
+      run_step "train_step arclight $amp" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp "$amp" "${TS_ARGS[@]}"
+      if [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/dev/null; then
+        run_step "train_step torch $amp" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
+          --device cuda --amp "$amp" "${TS_ARGS[@]}"
+      else
+        STEPS+=("train_step torch $amp|skipped (no torch+torchvision with CUDA)|0")
+      fi
+    done
+    { echo; echo "train step (efficientnet_b0 embedding + ArcMargin, images/s; lines in run order: arclight off, torch off,"
+      echo "arclight bf16, torch bf16):"; grep -E 'train_images_per_s|train_step: |torch_train_step: ' "$LOG/train_step.log"; } >>"$LOG/bench.md"
   fi
   SAN="$(command -v compute-sanitizer || true)"
   [ -z "$SAN" ] && [ -x "$CUDA_ROOT/bin/compute-sanitizer" ] && SAN="$CUDA_ROOT/bin/compute-sanitizer"
@@ -223,6 +241,12 @@ if (( BUILD_RC == 0 )); then
     [ -x "$BUILD/tests-cuda/cuda_search" ] && run_step "memcheck search" 60 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
       --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_search" --gtest_color=no \
       --gtest_filter='CudaSearch.NanScoresAreNeverSelected:CudaSearch.ExactTies*'
+    [ -x "$BUILD/tests-cuda/cuda_op_kernels" ] && run_step "memcheck op kernels" 90 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
+      --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_op_kernels" --gtest_color=no \
+      --gtest_filter='*Validation*:*Copy*:*Where*:*Fill*:*SeScale*:*GlobalAvgPool*'
+    [ -x "$BUILD/tests-cuda/cuda_ops" ] && run_step "memcheck ops" 90 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
+      --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_ops" --gtest_color=no \
+      --gtest_filter='CudaOps.Elementwise*:CudaOps.Autograd*:CudaOps.CosineLogits*'
     [ -x "$BUILD/tests-cuda/cuda_host" ] && run_step "memcheck host" 60 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
       --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_host" --gtest_color=no \
       --gtest_filter='DeviceTensor.*:AmpUnscale.*'

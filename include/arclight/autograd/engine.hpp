@@ -45,6 +45,7 @@ class Node {
   // inputs (the engine checks returned gradients against them).
   std::vector<Shape> output_shapes;
   std::vector<DType> output_dtypes;
+  std::vector<Device> output_devices;
   std::vector<Shape> input_shapes;
 
   // Computes the gradients of the inputs, one per edge (undefined where the edge needs none).
@@ -82,6 +83,7 @@ kernels::cpu::StridedOperands<N> same_shape_operands(const std::array<const Tens
 
 // A contiguous copy of t (same dtype).
 inline Tensor copy_contiguous(const Tensor& t) {
+  if (t.device().is_cuda()) return cuda::detail::copy_contiguous(t);
   Tensor out = empty(t.shape(), t.dtype());
   dispatch_all(t.dtype(), "copy", [&]<typename T>() {
     kernels::cpu::strided_map<T, T>(same_shape_operands<T, 2>({&out, &t}), [](T x) { return x; });
@@ -93,7 +95,13 @@ inline Tensor copy_contiguous(const Tensor& t) {
 inline Tensor add_same_shape(const Tensor& a, const Tensor& b) {
   ARCLIGHT_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype(), "backward",
                  "gradients to accumulate disagree: ", a.str(), " vs ", b.str());
-  Tensor out = empty(a.shape(), a.dtype());
+  ARCLIGHT_CHECK(a.device() == b.device(), "backward", "gradients to accumulate are on different devices: ", a.str(),
+                 " vs ", b.str());
+  Tensor out = empty(a.shape(), a.dtype(), a.device());
+  if (a.device().is_cuda()) {
+    cuda::detail::binary(kernels::EwOp::kAdd, out, a, b, "backward");
+    return out;
+  }
   dispatch_floating(a.dtype(), "backward", [&]<typename T>() {
     kernels::cpu::strided_map<T, T, T>(same_shape_operands<T, 3>({&out, &a, &b}), [](T x, T y) { return x + y; });
   });
@@ -168,6 +176,7 @@ inline void record(const char* name, const std::vector<Tensor>& inputs, const st
     TensorImpl& o = outputs[i]->impl();
     node->output_shapes.push_back(o.shape);
     node->output_dtypes.push_back(o.dtype);
+    node->output_devices.push_back(o.storage->device());
     o.grad_fn = node;
     o.output_nr = static_cast<int>(i);
     o.requires_grad = true;
@@ -236,7 +245,7 @@ inline void run_backward(const std::vector<Tensor>& roots, const std::vector<Ten
     buffers.erase(node.get());
     for (std::size_t i = 0; i < node->output_shapes.size(); ++i) {
       if (grad_out.size() <= i) grad_out.resize(i + 1);
-      if (!grad_out[i].defined()) grad_out[i] = zeros(node->output_shapes[i], node->output_dtypes[i]);
+      if (!grad_out[i].defined()) grad_out[i] = zeros(node->output_shapes[i], node->output_dtypes[i], node->output_devices[i]);
     }
     std::vector<Tensor> grad_in = node->apply(grad_out);
     if (!retain_graph) node->release();
@@ -265,7 +274,7 @@ inline void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
   if (!seed.defined()) {
     ARCLIGHT_CHECK(numel() == 1, "backward", "called without a gradient on ", str(),
                    "; expected a one-element tensor (or pass the gradient explicitly)");
-    seed = ones(shape(), dtype());
+    seed = ones(shape(), dtype(), device());
   } else {
     ARCLIGHT_CHECK(seed.shape() == shape() && seed.dtype() == dtype(), "backward", "gradient ", seed.str(),
                    " does not match the tensor ", str());

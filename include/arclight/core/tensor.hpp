@@ -135,7 +135,7 @@ class Tensor {
   // the copy is complete on return. Not recorded by autograd: the copy is a leaf that does not require grad.
   // Throws "Tensor::to: CUDA device requested but <reason>" in a build without CUDA or without a usable GPU.
   Tensor to(Device device) const;
-  // The value of a one-element tensor as double. requires: numel() == 1.
+  // The value of a one-element tensor as double (from any device). requires: numel() == 1.
   double item() const;
   template <typename T>
   T item() const {
@@ -184,6 +184,12 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+}  // namespace arclight
+
+#include "arclight/cuda/tensor_ops.hpp"  // the device side of fill / copy / the ops (needs the complete Tensor)
+
+namespace arclight {
+
 // ---- factories -----------------------------------------------------------------------------------
 
 // Uninitialised contiguous tensor. The contents are whatever the allocator hands back.
@@ -200,6 +206,20 @@ inline Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device 
 inline Tensor empty_like(const Tensor& t) { return empty(t.shape(), t.dtype(), t.device()); }
 
 namespace detail {
+// Moves t's data (and its gradient, when it has one) to `device` IN PLACE: every handle to t's TensorImpl sees the
+// new (contiguous) storage; other views of the old storage keep the old data. For Module::to.
+inline void relocate_(const Tensor& t, Device device) {
+  if (t.device() == device) return;
+  const Tensor moved = t.to(device);
+  TensorImpl& impl = t.impl();
+  impl.storage = moved.storage();
+  impl.strides = moved.strides();
+  impl.offset = 0;
+  if (impl.grad) impl.grad = Tensor(impl.grad).to(device).impl_ptr();
+}
+}  // namespace detail
+
+namespace detail {
 template <typename T>
 void fill_contiguous(T* p, std::int64_t n, T v) {
   parallel_for(0, n, 1 << 16, [&](std::int64_t b, std::int64_t e) {
@@ -208,27 +228,36 @@ void fill_contiguous(T* p, std::int64_t n, T v) {
 }
 }  // namespace detail
 
-// Fills a contiguous tensor in place with v (converted to its dtype). Returns t.
+// Fills a contiguous tensor in place with v (converted to its dtype), on its device. Returns t.
 inline Tensor& fill_(Tensor& t, double v) {
-  ARCLIGHT_CHECK(t.device().is_cpu(), "fill_", "tensor ", t.str(), " is on ", t.device().str(),
-                 "; fill_ runs on the CPU only");
   ARCLIGHT_CHECK(t.is_contiguous(), "fill_", "expected a contiguous tensor, got strides ", shape_str(t.strides()));
+  if (t.device().is_cuda()) {
+    cuda::detail::fill(t, v);
+    return t;
+  }
   dispatch_all(t.dtype(), "fill_", [&]<typename T>() { detail::fill_contiguous<T>(t.data_ptr<T>(), t.numel(), static_cast<T>(v)); });
   return t;
 }
 
-inline Tensor full(const Shape& shape, double value, DType dtype = DType::f32) {
-  Tensor t = empty(shape, dtype);
+inline Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = Device::cpu()) {
+  Tensor t = empty(shape, dtype, device);
   fill_(t, value);
   return t;
 }
-inline Tensor zeros(const Shape& shape, DType dtype = DType::f32) { return full(shape, 0.0, dtype); }
-inline Tensor ones(const Shape& shape, DType dtype = DType::f32) { return full(shape, 1.0, dtype); }
-inline Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
-inline Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
-inline Tensor full_like(const Tensor& t, double v) { return full(t.shape(), v, t.dtype()); }
-// A 0-d tensor holding v.
-inline Tensor scalar_tensor(double v, DType dtype = DType::f32) { return full({}, v, dtype); }
+inline Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu()) {
+  return full(shape, 0.0, dtype, device);
+}
+inline Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu()) {
+  return full(shape, 1.0, dtype, device);
+}
+// Same shape, dtype and device as t.
+inline Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device()); }
+inline Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype(), t.device()); }
+inline Tensor full_like(const Tensor& t, double v) { return full(t.shape(), v, t.dtype(), t.device()); }
+// A 0-d tensor holding v (on `device`: a device-side scalar operand needs no host synchronisation).
+inline Tensor scalar_tensor(double v, DType dtype = DType::f32, Device device = Device::cpu()) {
+  return full({}, v, dtype, device);
+}
 
 // [start, end) in steps of step, as PyTorch's arange (size ceil((end - start) / step)).
 inline Tensor arange(double start, double end, double step = 1.0, DType dtype = DType::i64) {
@@ -423,7 +452,8 @@ inline Tensor Tensor::to(Device target) const {
 
 inline double Tensor::item() const {
   ARCLIGHT_CHECK(numel() == 1, "Tensor::item", "expected a tensor with one element, got shape ", shape_str(shape()));
-  return to_vector<double>()[0];
+  // On a device: one element copied back (waits for the work queued before it).
+  return (device().is_cpu() ? *this : to(Device::cpu())).to_vector<double>()[0];
 }
 
 inline std::string Tensor::str() const {

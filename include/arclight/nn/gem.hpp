@@ -35,19 +35,26 @@ class GeM : public Module {
   }
 
   // requires: x [N, C, H, W] of p's dtype; p >= p_min (see clamp_p_). ensures: [N, C], differentiable in x and p.
+  // On a GPU the p >= p_min check is skipped (reading p back would stall the device every step); clamp_p_ there
+  // clamps on the device.
   Tensor forward(const Tensor& x) override {
-    const double p = p_.item();
-    ARCLIGHT_CHECK(p >= p_min_ * (1.0 - 1e-6), "nn::GeM", "p=", p, " fell below p_min=", p_min_,
-                   ": call GeM::clamp_p_() (or nn::clamp_gem_p_(model)) after each optimizer step");
+    if (p_.device().is_cpu()) {
+      const double p = p_.item();
+      ARCLIGHT_CHECK(p >= p_min_ * (1.0 - 1e-6), "nn::GeM", "p=", p, " fell below p_min=", p_min_,
+                     ": call GeM::clamp_p_() (or nn::clamp_gem_p_(model)) after each optimizer step");
+    }
     return ops::gem(x, p_, eps_);
   }
 
-  // In place, without recording: p = max(p, p_min). Returns the new value.
-  double clamp_p_() {
+  // In place, without recording: p = max(p, p_min).
+  void clamp_p_() {
     NoGradGuard ng;
-    const double v = std::max(p_.item(), p_min_);
-    fill_(p_, v);
-    return v;
+    if (p_.device().is_cuda()) {
+      Tensor p = p_;
+      ops::copy_(p, ops::clamp_min(p_, p_min_));
+      return;
+    }
+    fill_(p_, std::max(p_.item(), p_min_));
   }
 
   double p() const { return p_.item(); }

@@ -108,6 +108,23 @@ class Module {
     for (auto& p : named_parameters()) p.tensor.zero_grad();
   }
 
+  // ---- devices ----
+  // Moves every floating parameter and buffer of this module and its children (and any gradient already
+  // accumulated) to `device`, in place: each tensor keeps its handle, so the layers' own members and the
+  // registry see the new storage. Integer buffers (BatchNorm's num_batches_tracked) stay on the host: they are
+  // counters the layers update there. Create optimizers after the move (their state lives beside the parameters).
+  // Throws "Tensor::to: CUDA device requested but <reason>" where the device cannot be used.
+  void to(Device device) {
+    for (auto& [name, t] : state_dict())
+      if (is_floating(t.dtype())) arclight::detail::relocate_(t, device);
+  }
+  // The device of the first floating parameter (CPU for a module without parameters).
+  Device device() const {
+    for (auto& p : named_parameters())
+      if (is_floating(p.tensor.dtype())) return p.tensor.device();
+    return Device::cpu();
+  }
+
  protected:
   bool training_ = true;
 

@@ -13,6 +13,8 @@
 #include <string>
 
 #include "arclight/ops/detail/head_checks.hpp"
+#include "arclight/ops/linalg.hpp"
+#include "arclight/ops/normalize.hpp"
 #include "kernels/cpu/arc_margin.hpp"
 #include "kernels/cpu/gemm.hpp"
 
@@ -54,7 +56,7 @@ std::int64_t cosine_chunk_rows(std::int64_t rows, std::int64_t d) {
 }  // namespace detail
 
 // cosine_logits: the cosine GEMM of the head, cos = normalize(x) · normalize(w)ᵀ.
-// requires: x [N, D] and w [M, D] floating CPU tensors of one dtype, D > 0, M > 0; eps > 0 (the norm's
+// requires: x [N, D] and w [M, D] floating tensors of one dtype and device (CUDA: f32), D > 0, M > 0; eps > 0 (the norm's
 //   floor, torch's F.normalize default 1e-12).
 // ensures: returns a new [N, M] tensor; records a backward to x and w. Saves only x and w (aliases): the
 //   normalised rows of w are recomputed chunk by chunk (detail::cosine_chunk_rows) in forward and backward,
@@ -65,8 +67,7 @@ std::int64_t cosine_chunk_rows(std::int64_t rows, std::int64_t d) {
 inline Tensor cosine_logits(const Tensor& x, const Tensor& w, double eps = kernels::kL2NormalizeDefaultEps) {
   profiler::Scope profile_scope_("cosine_logits");
   const char* op = "cosine_logits";
-  detail::check_cpu(x, op);
-  detail::check_cpu(w, op);
+  const Device dev = detail::op_device(op, {&x, &w});
   detail::check_same_dtype(x, w, op);
   ARCLIGHT_CHECK(is_floating(x.dtype()), op, "expected floating x and w (f32 or f64), got ", x.str());
   ARCLIGHT_CHECK(x.dim() == 2, op, "expected embeddings x of rank 2 [N, D], got ", x.str());
@@ -79,6 +80,11 @@ inline Tensor cosine_logits(const Tensor& x, const Tensor& w, double eps = kerne
                  "sizes exceed BLAS's int range: x ", x.str(), " w ", w.str());
   ARCLIGHT_CHECK(eps > 0.0, op, "expected eps > 0, got eps=", eps);
   const std::int64_t n = x.shape()[0], m = w.shape()[0], d = x.shape()[1];
+  if (dev.is_cuda()) {
+    // On the device: the same function composed of device ops (row norms, division, one cuBLAS GEMM), whose
+    // gradients the autograd engine chains. The [M, D] normalised weight is one temporary.
+    return mm(l2_normalize(x, 1, eps), transpose(l2_normalize(w, 1, eps), 0, 1));
+  }
   const Tensor xc = detail::contiguous_detached(x), wc = detail::contiguous_detached(w);
   Tensor cos = empty({n, m}, x.dtype());
   dispatch_floating(x.dtype(), op, [&]<typename T>() {
@@ -133,9 +139,13 @@ inline Tensor cosine_logits(const Tensor& x, const Tensor& w, double eps = kerne
 
 namespace detail {
 // Checks cos / labels / class_margins of a head op; returns the kernel shape.
+// Every tensor must be on one device; a CUDA device only when the op has a device path (allow_cuda).
 inline kernels::ArcMarginShape arc_margin_shape(const Tensor& cos, const Tensor& labels, const ArcMarginConfig& cfg,
-                                                const Tensor& class_margins, const char* op) {
-  check_cpu(cos, op);
+                                                const Tensor& class_margins, const char* op, bool allow_cuda = false) {
+  const Device dev = op_device(op, {&cos, &labels});
+  cuda::detail::check_device(class_margins, dev, op, "class_margins");
+  if (!allow_cuda) check_cpu(cos, op);
+  if (dev.is_cuda()) cuda::detail::check_f32(cos, op, "cosine logits");
   ARCLIGHT_CHECK(is_floating(cos.dtype()), op, "expected floating cosine logits (f32 or f64), got ", cos.str());
   ARCLIGHT_CHECK(cos.dim() == 2, op, "expected cosine logits of rank 2 [N, classes*sub_centers], got ", cos.str());
   ARCLIGHT_CHECK(cfg.sub_centers >= 1, op, "expected sub_centers >= 1, got sub_centers=", cfg.sub_centers);

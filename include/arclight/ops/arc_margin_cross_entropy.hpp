@@ -25,18 +25,34 @@ inline Tensor arc_margin_cross_entropy(const Tensor& cos, const Tensor& labels, 
                                        const Tensor& class_margins = Tensor()) {
   profiler::Scope profile_scope_("arc_margin_cross_entropy");
   const char* op = "arc_margin_cross_entropy";
-  const auto s = detail::arc_margin_shape(cos, labels, arc, class_margins, op);
+  const auto s = detail::arc_margin_shape(cos, labels, arc, class_margins, op, /*allow_cuda=*/true);
   detail::check_class_vector(class_weights, s.classes, cos.dtype(), "class weights", op);
+  const Device dev = cos.device();
+  cuda::detail::check_device(class_weights, dev, op, "class weights");
   const Tensor cc = detail::contiguous_detached(cos), yc = detail::contiguous_detached(labels),
                mc = detail::contiguous_detached(class_margins), wc = detail::contiguous_detached(class_weights);
   const bool recording = autograd::needs_record({&cos});
-  Tensor loss = empty(detail::loss_shape(ce.reduction, s.n), cos.dtype());
-  Tensor grad = recording ? empty(cc.shape(), cc.dtype()) : Tensor();
-  dispatch_floating(cos.dtype(), op, [&]<typename T>() {
-    kernels::cpu::arc_margin_cross_entropy_forward<T>(
-        s, arc.kernel(), ce, cc.data_ptr<T>(), yc.data_ptr<std::int64_t>(), detail::optional_ptr<T>(mc),
-        detail::optional_ptr<T>(wc), loss.data_ptr<T>(), recording ? grad.data_ptr<T>() : nullptr);
-  });
+  Tensor loss = empty(detail::loss_shape(ce.reduction, s.n), cos.dtype(), dev);
+  Tensor grad = recording && dev.is_cpu() ? empty(cc.shape(), cc.dtype()) : Tensor();
+  if (dev.is_cuda()) {
+    // On the device the forward only reads cos; the backward recomputes the row softmax from cos with the upstream
+    // gradient read on the device: three passes over [N, classes] (read; read + write) instead of the four of
+    // saving d loss/d cos (read + write; read + write for the upstream scale).
+    cuda::detail::arc_margin_cross_entropy_forward(s, arc.kernel(), ce, cc, yc, mc, wc, loss, Tensor());
+    if (!recording) return loss;
+    autograd::record(op, {cos}, loss, [cc, yc, mc, wc, s, k = arc.kernel(), ce](const std::vector<Tensor>& g) {
+      Tensor gcos = empty(cc.shape(), cc.dtype(), cc.device());
+      cuda::detail::arc_margin_cross_entropy_backward(s, k, ce, cc, yc, mc, wc, detail::contiguous_detached(g[0]), gcos);
+      return std::vector<Tensor>{gcos};
+    });
+    return loss;
+  } else {
+    dispatch_floating(cos.dtype(), op, [&]<typename T>() {
+      kernels::cpu::arc_margin_cross_entropy_forward<T>(
+          s, arc.kernel(), ce, cc.data_ptr<T>(), yc.data_ptr<std::int64_t>(), detail::optional_ptr<T>(mc),
+          detail::optional_ptr<T>(wc), loss.data_ptr<T>(), recording ? grad.data_ptr<T>() : nullptr);
+    });
+  }
   if (!recording) return loss;
   autograd::record(op, {cos}, loss, [grad, s, reduction = ce.reduction](const std::vector<Tensor>& g) {
     // grad holds d loss/d cos for a unit upstream gradient; scale row i by g[i] (none) or all by g[0].

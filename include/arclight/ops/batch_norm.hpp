@@ -14,9 +14,55 @@
 
 namespace arclight::ops {
 
+namespace detail {
+// The device path of batch_norm (arguments already validated; xc, wc, bc contiguous detached aliases; x, weight,
+// bias the graph inputs): the same semantics through kernels/cuda/conv_blocks.cuh.
+inline Tensor batch_norm_cuda(const kernels::cpu::BatchNormShape& s, const Tensor& xc, const Tensor& wc,
+                              const Tensor& bc, const Tensor& running_mean, const Tensor& running_var, bool training,
+                              double momentum, double eps, Activation act, Tensor y, const Tensor& x,
+                              const Tensor& weight, const Tensor& bias) {
+  const cuda::detail::BatchNormArgs a{s.n, s.c, s.inner, eps, momentum, act};
+  const bool need_x = x.requires_grad(), need_w = weight.defined() && weight.requires_grad(),
+             need_b = bias.defined() && bias.requires_grad();
+  const Device dev = xc.device();
+  if (training || !running_mean.defined()) {
+    Tensor save_mean = empty({s.c}, xc.dtype(), dev), save_invstd = empty({s.c}, xc.dtype(), dev);
+    cuda::detail::batch_norm_forward_train(a, xc, wc, bc, training ? running_mean : Tensor(),
+                                           training ? running_var : Tensor(), y, save_mean, save_invstd);
+    autograd::record("batch_norm", {x, weight, bias}, y,
+                     [a, xc, wc, bc, save_mean, save_invstd, need_x, need_w, need_b](const std::vector<Tensor>& g) {
+                       const Tensor gy = dense_detached(g[0]);
+                       const Device d = xc.device();
+                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype(), d) : Tensor();
+                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype(), d) : Tensor();
+                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype(), d) : Tensor();
+                       cuda::detail::batch_norm_backward_train(a, xc, gy, wc, bc, save_mean, save_invstd, gx, gw, gb);
+                       return std::vector<Tensor>{gx, gw, gb};
+                     });
+    return y;
+  }
+  cuda::detail::batch_norm_forward_eval(a, xc, wc, bc, running_mean, running_var, y);
+  if (autograd::needs_record({&x, &weight, &bias})) {
+    const Tensor rm = arclight::detail::copy_contiguous(running_mean);  // snapshot: training updates them in place
+    const Tensor rv = arclight::detail::copy_contiguous(running_var);
+    autograd::record("batch_norm", {x, weight, bias}, y,
+                     [a, xc, wc, bc, rm, rv, need_x, need_w, need_b](const std::vector<Tensor>& g) {
+                       const Tensor gy = dense_detached(g[0]);
+                       const Device d = xc.device();
+                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype(), d) : Tensor();
+                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype(), d) : Tensor();
+                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype(), d) : Tensor();
+                       cuda::detail::batch_norm_backward_eval(a, xc, gy, wc, bc, rm, rv, gx, gw, gb);
+                       return std::vector<Tensor>{gx, gw, gb};
+                     });
+  }
+  return y;
+}
+}  // namespace detail
+
 // batch_norm: y = act((x − mean)/sqrt(var + eps)·weight + bias), per channel (dim 1).
-// requires: x a CPU f32/f64 tensor of rank 2, 3 or 4 with dim 1 = C and every dim >= 1; weight and bias
-//   undefined (= 1 / 0) or C elements of x's dtype; running_mean and running_var both undefined or both
+// requires: x a CPU f32/f64 or CUDA f32 tensor of rank 2, 3 or 4 with dim 1 = C and every dim >= 1; weight and
+//   bias undefined (= 1 / 0) or C elements of x's dtype and device; running_mean and running_var both undefined or both
 //   contiguous C-element tensors of x's dtype that do not require grad; momentum in [0, 1]; eps >= 0; in
 //   training, more than one value per channel (N·H·W > 1, PyTorch's rule). Batch statistics are used when
 //   `training` or when no running statistics are given (as torch.nn.BatchNorm with
@@ -31,7 +77,8 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
                          Activation act = Activation::Identity) {
   profiler::Scope profile_scope_("batch_norm");
   const char* op = "batch_norm";
-  detail::check_floating_cpu(x, op, "input");
+  detail::check_floating_input(x, op, "input");
+  const Device dev = x.device();
   ARCLIGHT_CHECK(x.dim() >= 2, op, "expected an input of rank 2 [N, C], 3 [N, C, L] or 4 [N, C, H, W], got ",
                  x.str());
   // The layer's channel count: from its parameters or statistics when given, so a mismatching input is named.
@@ -39,14 +86,14 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
                                 : running_mean.defined() ? running_mean.numel()
                                                          : x.shape()[1];
   const kernels::cpu::BatchNormShape s = kernels::cpu::make_batch_norm_shape(x.shape(), channels, op);
-  detail::check_optional_vector(weight, s.c, x.dtype(), op, "weight");
-  detail::check_optional_vector(bias, s.c, x.dtype(), op, "bias");
+  detail::check_optional_vector(weight, s.c, x.dtype(), op, "weight", dev);
+  detail::check_optional_vector(bias, s.c, x.dtype(), op, "bias", dev);
   ARCLIGHT_CHECK(running_mean.defined() == running_var.defined(), op,
                  "running_mean and running_var must be given together (both or neither)");
   const bool have_running = running_mean.defined();
   if (have_running) {
-    detail::check_optional_vector(running_mean, s.c, x.dtype(), op, "running_mean");
-    detail::check_optional_vector(running_var, s.c, x.dtype(), op, "running_var");
+    detail::check_optional_vector(running_mean, s.c, x.dtype(), op, "running_mean", dev);
+    detail::check_optional_vector(running_var, s.c, x.dtype(), op, "running_var", dev);
     ARCLIGHT_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(), op,
                    "running statistics are updated in place and must be contiguous, got ", running_mean.str(), " and ",
                    running_var.str());
@@ -61,10 +108,12 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
                  "expected more than 1 value per channel when training, got input ", x.str());
 
   const Tensor xc = detail::dense_detached(x), wc = detail::dense_detached(weight), bc = detail::dense_detached(bias);
-  Tensor y = empty(x.shape(), x.dtype());
+  Tensor y = empty(x.shape(), x.dtype(), dev);
   const bool need_x = x.requires_grad();
   const bool need_w = weight.defined() && weight.requires_grad();
   const bool need_b = bias.defined() && bias.requires_grad();
+  if (dev.is_cuda()) return detail::batch_norm_cuda(s, xc, wc, bc, running_mean, running_var, training, momentum, eps, act,
+                                                   y, x, weight, bias);
 
   if (use_batch_stats) {
     Tensor save_mean = empty({s.c}, x.dtype()), save_invstd = empty({s.c}, x.dtype());

@@ -19,7 +19,17 @@ namespace detail {
 inline void check_cpu(const Tensor& t, const char* op) {
   ARCLIGHT_CHECK(t.defined(), op, "got an undefined tensor");
   ARCLIGHT_CHECK(t.device().is_cpu(), op, "tensor ", t.str(), " is on ", t.device().str(),
-                 " but this op runs on the CPU only in this build");
+                 " but this op has no CUDA implementation (copy it to the CPU with to(Device::cpu()))");
+}
+
+// The device an op runs on: that of its operands, which must all be defined and on one device (no implicit
+// transfers; the message names the op and both devices). Optional operands are checked with
+// cuda::detail::check_device(t, device, op, what) once the device is known.
+inline Device op_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts) ARCLIGHT_CHECK(t->defined(), op, "got an undefined tensor");
+  const Device dev = (*ts.begin())->device();
+  for (const Tensor* t : ts) cuda::detail::check_device(*t, dev, op, "operand");
+  return dev;
 }
 
 inline void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {

@@ -53,27 +53,68 @@ inline const char* conv2d_node_name(kernels::cpu::ConvAlgo algo) {
     default: return "conv2d[im2col]";
   }
 }
+
+// The device path of conv2d (validated arguments): cuDNN forward / backward-data / backward-filter. Under
+// cuda::AutocastScope(bf16) the input and weight are converted to bfloat16, cuDNN computes in bf16 with float32
+// accumulation, and the output and gradients come back as float32 (the bias stays float32 throughout); the bf16
+// copies are what the backward keeps.
+inline Tensor conv2d_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const bool bf16 = cuda::autocast_dtype() == DType::bf16;
+  const Device dev = x.device();
+  const Tensor xc = bf16 ? cuda::detail::convert(x, DType::bf16, "conv2d") : dense_detached(x);
+  const Tensor wc = bf16 ? cuda::detail::convert(w, DType::bf16, "conv2d") : dense_detached(w);
+  const Tensor bc = dense_detached(bias);
+  const char* node_name = "conv2d[cudnn]";
+  profiler::Scope profile_scope_(node_name);
+  Tensor y = empty({s.n, s.c_out, s.out_h, s.out_w}, xc.dtype(), dev);
+  cuda::detail::conv2d_forward(s, xc, wc, bc, y);
+  if (bf16) y = cuda::detail::convert(y, DType::f32, "conv2d");
+  const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
+  const Tensor x_saved = need_w || need_b ? xc : Tensor(), w_saved = need_x ? wc : Tensor();
+  autograd::record(node_name, {x, w, bias}, y,
+                   [s, x_saved, w_saved, need_x, need_w, need_b, bf16, dev, w_shape = w.shape(),
+                    b_shape = bias.defined() ? bias.shape() : Shape{}](const std::vector<Tensor>& g) {
+                     const Tensor gy = bf16 ? cuda::detail::convert(g[0], DType::bf16, "conv2d_backward")
+                                            : dense_detached(g[0]);
+                     Tensor gx, gw, gb;
+                     if (need_x) {
+                       gx = empty({s.n, s.c_in, s.h, s.w}, gy.dtype(), dev);
+                       cuda::detail::conv2d_backward_data(s, gy, w_saved, gx);
+                       if (bf16) gx = cuda::detail::convert(gx, DType::f32, "conv2d_backward");
+                     }
+                     if (need_w || need_b) {
+                       if (need_w) gw = empty(w_shape, gy.dtype(), dev);
+                       if (need_b) gb = empty(b_shape, DType::f32, dev);
+                       cuda::detail::conv2d_backward_filter(s, x_saved, gy, gw, gb);
+                       if (need_w && bf16) gw = cuda::detail::convert(gw, DType::f32, "conv2d_backward");
+                     }
+                     return std::vector<Tensor>{gx, gw, gb};
+                   });
+  return y;
+}
 }  // namespace detail
 
 // conv2d: y = conv(x, w) + bias.
-// requires: x a CPU f32/f64 tensor [N, C_in, H, W]; w [C_out, C_in/groups, kH, kW] and bias (undefined for
-//   none, else C_out elements) of x's dtype; params with stride, dilation, groups >= 1, pads >= 0, groups
+// requires: x a CPU f32/f64 or CUDA f32 tensor [N, C_in, H, W]; w [C_out, C_in/groups, kH, kW] and bias (undefined
+//   for none, else C_out elements) of x's dtype and device; params with stride, dilation, groups >= 1, pads >= 0, groups
 //   dividing C_in and C_out, and an output of at least 1x1 (else arclight::Error "conv2d: ..." naming what
 //   was found and what was expected). Inputs may be non-contiguous (copied).
 // ensures: a new contiguous [N, C_out, out_h, out_w] tensor; records dL/dx, dL/dw (shaped as w) and dL/dbias
 //   (shaped as bias), each only when that input requires grad.
 inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dParams& params = {}) {
   const char* op = "conv2d";
-  detail::check_floating_cpu(x, op, "input");
-  detail::check_floating_cpu(w, op, "weight");
+  detail::check_floating_input(x, op, "input");
+  detail::check_floating_input(w, op, "weight");
+  const Device dev = detail::op_device(op, {&x, &w});
+  cuda::detail::check_device(bias, dev, op, "bias");
   detail::check_same_dtype(x, w, op);
   if (bias.defined()) {
-    detail::check_cpu(bias, op);
     detail::check_same_dtype(x, bias, op);
     ARCLIGHT_CHECK(bias.dim() == 1, op, "expected a bias of rank 1 [C_out], got ", bias.str());
   }
   const kernels::Conv2dShape s =
       kernels::cpu::make_conv2d_shape(x.shape(), w.shape(), params, bias.defined() ? bias.numel() : -1, op);
+  if (dev.is_cuda()) return detail::conv2d_cuda(s, x, w, bias);
   // The profiler and the backward node name the algorithm, so the three kinds show up as separate rows.
   const char* node_name = detail::conv2d_node_name(kernels::cpu::resolve_conv_algo(s, kernels::cpu::ConvAlgo::Auto));
   profiler::Scope profile_scope_(node_name);
@@ -111,33 +152,42 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const
 // over its fan_in = numel(w)/C_out weights, var the biased variance (METHOD.md's formula, eps exactly as
 // written there). timm's ScaledStdConv2d(eps=ε') computes batch_norm(W)·gain·γ/sqrt(fan_in), which is this
 // formula with eps = ε'·fan_in (nn::ScaledStdConv2d does that conversion).
-// requires: w a CPU f32/f64 tensor of rank >= 2 [C_out, ...]; gain undefined (= 1) or C_out elements of w's
+// requires: w a CPU f32/f64 or CUDA f32 tensor of rank >= 2 [C_out, ...]; gain undefined (= 1) or C_out elements of w's
 //   dtype (e.g. timm's [C_out, 1, 1, 1]); gamma finite; eps >= 0 (eps = 0 with a constant row divides by 0).
 // ensures: a new contiguous tensor of w's shape; records dL/dw (through the mean and the variance) and
 //   dL/dgain (shaped as gain) when they require grad.
 inline Tensor scaled_std_weight(const Tensor& w, const Tensor& gain, double gamma, double eps) {
   profiler::Scope profile_scope_("scaled_std_weight");
   const char* op = "scaled_std_weight";
-  detail::check_floating_cpu(w, op, "weight");
+  detail::check_floating_input(w, op, "weight");
   ARCLIGHT_CHECK(w.dim() >= 2, op, "expected a weight of rank >= 2 [C_out, C_in/groups, ...], got ", w.str());
   ARCLIGHT_CHECK(std::isfinite(gamma), op, "gamma must be finite, got ", gamma);
   ARCLIGHT_CHECK(std::isfinite(eps) && eps >= 0.0, op, "eps must be finite and >= 0, got ", eps);
   const std::int64_t c_out = w.shape()[0];
   ARCLIGHT_CHECK(c_out > 0 && w.numel() > 0, op, "expected a non-empty weight, got ", w.str());
   const std::int64_t fan_in = w.numel() / c_out;
-  detail::check_optional_vector(gain, c_out, w.dtype(), op, "gain");
+  detail::check_optional_vector(gain, c_out, w.dtype(), op, "gain", w.device());
   const Tensor wc = detail::dense_detached(w), gc = detail::dense_detached(gain);
-  Tensor w_hat = empty(w.shape(), w.dtype());
-  dispatch_floating(w.dtype(), op, [&]<typename T>() {
-    kernels::cpu::ws_forward<T>(wc.data_ptr<T>(), detail::ptr_or_null<T>(gc), T(gamma), T(eps), c_out, fan_in,
-                                w_hat.data_ptr<T>());
-  });
+  const Device dev = w.device();
+  Tensor w_hat = empty(w.shape(), w.dtype(), dev);
+  if (dev.is_cuda()) {
+    cuda::detail::ws_forward(c_out, fan_in, wc, gc, gamma, eps, w_hat);
+  } else {
+    dispatch_floating(w.dtype(), op, [&]<typename T>() {
+      kernels::cpu::ws_forward<T>(wc.data_ptr<T>(), detail::ptr_or_null<T>(gc), T(gamma), T(eps), c_out, fan_in,
+                                  w_hat.data_ptr<T>());
+    });
+  }
   const bool need_w = w.requires_grad(), need_g = gain.defined() && gain.requires_grad();
   autograd::record(op, {w, gain}, w_hat, [wc, gc, gamma, eps, c_out, fan_in, need_w, need_g](const std::vector<Tensor>& g) {
     const Tensor gy = detail::dense_detached(g[0]);
     // The kernel always writes d_w; it is dropped when w needs no gradient.
-    Tensor gw = empty(wc.shape(), wc.dtype());
-    Tensor gg = need_g ? empty(gc.shape(), gc.dtype()) : Tensor();
+    Tensor gw = empty(wc.shape(), wc.dtype(), wc.device());
+    Tensor gg = need_g ? empty(gc.shape(), gc.dtype(), gc.device()) : Tensor();
+    if (wc.device().is_cuda()) {
+      cuda::detail::ws_backward(c_out, fan_in, wc, gc, gamma, eps, gy, gw, gg);
+      return std::vector<Tensor>{need_w ? gw : Tensor(), gg};
+    }
     dispatch_floating(wc.dtype(), "scaled_std_weight_backward", [&]<typename T>() {
       kernels::cpu::ws_backward<T>(wc.data_ptr<T>(), detail::ptr_or_null<T>(gc), T(gamma), T(eps), c_out, fan_in,
                                    gy.data_ptr<T>(), gw.data_ptr<T>(), detail::ptr_or_null<T>(gg));

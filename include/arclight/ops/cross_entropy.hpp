@@ -28,6 +28,8 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Cr
   profiler::Scope profile_scope_("cross_entropy");
   const char* op = "cross_entropy";
   detail::check_cpu(logits, op);
+  detail::check_cpu(labels, op);
+  cuda::detail::check_device(weight, Device::cpu(), op, "class weights");
   ARCLIGHT_CHECK(is_floating(logits.dtype()), op, "expected floating logits (f32 or f64), got ", logits.str());
   ARCLIGHT_CHECK(logits.dim() == 2, op, "expected logits of rank 2 [N, classes], got ", logits.str());
   ARCLIGHT_CHECK(logits.shape()[1] > 0, op, "expected at least one class, got logits ", logits.str());

@@ -15,8 +15,11 @@
 namespace arclight::ops {
 
 namespace detail {
-// A [shape] mask of x's dtype: 1/keep where a uniform draw u < keep (probability keep), else 0.
-inline Tensor keep_mask(const Shape& shape, DType dtype, double keep, Generator& gen) {
+// A [shape] mask of x's dtype on `device`: 1/keep where a uniform draw u < keep (probability keep), else 0. The
+// draws are made on the host (the same Philox stream on every device, so a run does not depend on where it runs)
+// and a device mask is uploaded: drop-path masks are one value per sample.
+inline Tensor keep_mask(const Shape& shape, DType dtype, double keep, Generator& gen, Device device = Device::cpu()) {
+  if (device.is_cuda()) return keep_mask(shape, dtype, keep, gen).to(device);
   const Tensor u = rand(shape, DType::f64, gen);
   Tensor mask = empty(shape, dtype);
   const double* up = u.data_ptr<double>();
@@ -29,24 +32,24 @@ inline Tensor keep_mask(const Shape& shape, DType dtype, double keep, Generator&
 }
 
 inline void check_drop_args(const Tensor& x, double p, const char* op) {
-  check_floating_cpu(x, op, "input");
+  check_floating_input(x, op, "input");
   ARCLIGHT_CHECK(std::isfinite(p) && p >= 0.0 && p <= 1.0, op, "drop probability must be in [0, 1], got ", p);
 }
 }  // namespace detail
 
 // dropout: zeroes each element with probability p and scales the survivors by 1/(1 − p).
-// requires: x a CPU f32/f64 tensor; 0 <= p <= 1.
+// requires: x a CPU f32/f64 or CUDA f32 tensor; 0 <= p <= 1.
 // ensures: x itself when !training or p == 0 (no draws); otherwise a new tensor x·mask (all zeros for p == 1,
 //   as torch) with the mask drawn from gen (x.numel() draws, advancing gen); records dL/dx = dy·mask.
 inline Tensor dropout(const Tensor& x, double p, bool training, Generator& gen = default_generator()) {
   profiler::Scope profile_scope_("dropout");
   detail::check_drop_args(x, p, "dropout");
   if (!training || p == 0.0) return x;
-  return mul(x, detail::keep_mask(x.shape(), x.dtype(), 1.0 - p, gen));
+  return mul(x, detail::keep_mask(x.shape(), x.dtype(), 1.0 - p, gen, x.device()));
 }
 
 // drop_path: zeroes whole samples (dim 0) with probability p and scales the kept ones by 1/(1 − p).
-// requires: x a CPU f32/f64 tensor of rank >= 1 [N, ...]; 0 <= p <= 1.
+// requires: x a CPU f32/f64 or CUDA f32 tensor of rank >= 1 [N, ...]; 0 <= p <= 1.
 // ensures: x itself when !training or p == 0 (no draws); otherwise a new tensor x·mask with mask [N, 1, ..., 1]
 //   drawn from gen (N draws, advancing gen); records dL/dx = dy·mask (broadcast).
 inline Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen = default_generator()) {
@@ -56,7 +59,7 @@ inline Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen
   if (!training || p == 0.0) return x;
   Shape mask_shape(static_cast<std::size_t>(x.dim()), 1);
   mask_shape[0] = x.shape()[0];
-  return mul(x, detail::keep_mask(mask_shape, x.dtype(), 1.0 - p, gen));
+  return mul(x, detail::keep_mask(mask_shape, x.dtype(), 1.0 - p, gen, x.device()));
 }
 
 }  // namespace arclight::ops

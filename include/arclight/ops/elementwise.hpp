@@ -10,20 +10,25 @@
 #include <vector>
 
 #include "arclight/ops/reduce.hpp"
+#include "kernels/common/elementwise_math.hpp"
 
 namespace arclight::ops {
 
 namespace detail {
 
-// Output = f(a, b) over the broadcast shape of a and b; Out is T unless given (comparisons give u8).
+// Output = f(a, b) over the broadcast shape of a and b; Out is T unless given (comparisons give u8). On a CUDA
+// device the same op runs as the kernel `code` names (kernels/common/elementwise_math.hpp; float32).
 template <typename F>
-Tensor binary_kernel(const char* name, const Tensor& a, const Tensor& b, bool floating_only, F f,
+Tensor binary_kernel(const char* name, kernels::EwOp code, const Tensor& a, const Tensor& b, bool floating_only, F f,
                      std::optional<DType> out_dtype = std::nullopt) {
   profiler::Scope profile_scope_(name);
-  check_cpu(a, name);
-  check_cpu(b, name);
+  const Device dev = op_device(name, {&a, &b});
   check_same_dtype(a, b, name);
-  Tensor out = empty(broadcast_shapes(a.shape(), b.shape(), name), out_dtype.value_or(a.dtype()));
+  Tensor out = empty(broadcast_shapes(a.shape(), b.shape(), name), out_dtype.value_or(a.dtype()), dev);
+  if (dev.is_cuda()) {
+    cuda::detail::binary(code, out, a, b, name);
+    return out;
+  }
   auto body = [&]<typename T>() {
     auto op = broadcast_operands<3>({&out, &a, &b});
     if (out_dtype && *out_dtype == DType::u8)
@@ -37,10 +42,15 @@ Tensor binary_kernel(const char* name, const Tensor& a, const Tensor& b, bool fl
 }
 
 template <typename F>
-Tensor unary_kernel(const char* name, const Tensor& a, bool floating_only, F f) {
+Tensor unary_kernel(const char* name, kernels::EwOp code, kernels::EwParams params, const Tensor& a,
+                    bool floating_only, F f) {
   profiler::Scope profile_scope_(name);
-  check_cpu(a, name);
-  Tensor out = empty(a.shape(), a.dtype());
+  const Device dev = op_device(name, {&a});
+  Tensor out = empty(a.shape(), a.dtype(), dev);
+  if (dev.is_cuda()) {
+    cuda::detail::unary(code, params, out, a, name);
+    return out;
+  }
   auto body = [&]<typename T>() {
     kernels::cpu::strided_map<T, T>(broadcast_operands<2>({&out, &a}), [f](T x) { return static_cast<T>(f(x)); });
   };
@@ -49,14 +59,15 @@ Tensor unary_kernel(const char* name, const Tensor& a, bool floating_only, F f) 
   return out;
 }
 
-inline Tensor scalar_like(double v, const Tensor& ref) { return scalar_tensor(v, ref.dtype()); }
+// A 0-d operand v of ref's dtype on ref's device.
+inline Tensor scalar_like(double v, const Tensor& ref) { return scalar_tensor(v, ref.dtype(), ref.device()); }
 
 }  // namespace detail
 
 // ---- arithmetic ---------------------------------------------------------------------------------
 
 inline Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = detail::binary_kernel("add", a, b, false, [](auto x, auto y) { return x + y; });
+  Tensor out = detail::binary_kernel("add", kernels::EwOp::kAdd, a, b, false, [](auto x, auto y) { return x + y; });
   autograd::record("add", {a, b}, out, [sa = a.shape(), sb = b.shape()](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{sum_to(g[0], sa), sum_to(g[0], sb)};
   });
@@ -66,7 +77,7 @@ inline Tensor add(const Tensor& a, const Tensor& b) {
 Tensor neg(const Tensor& a);
 
 inline Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor out = detail::binary_kernel("sub", a, b, false, [](auto x, auto y) { return x - y; });
+  Tensor out = detail::binary_kernel("sub", kernels::EwOp::kSub, a, b, false, [](auto x, auto y) { return x - y; });
   autograd::record("sub", {a, b}, out, [sa = a.shape(), sb = b.shape()](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{sum_to(g[0], sa), sum_to(neg(g[0]), sb)};
   });
@@ -74,7 +85,7 @@ inline Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = detail::binary_kernel("mul", a, b, false, [](auto x, auto y) { return x * y; });
+  Tensor out = detail::binary_kernel("mul", kernels::EwOp::kMul, a, b, false, [](auto x, auto y) { return x * y; });
   const Tensor ad = a.detach(), bd = b.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   autograd::record("mul", {a, b}, out, [ad, bd, need_a, need_b](const std::vector<Tensor>& g) {
@@ -85,7 +96,7 @@ inline Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = detail::binary_kernel("div", a, b, false, [](auto x, auto y) { return x / y; });
+  Tensor out = detail::binary_kernel("div", kernels::EwOp::kDiv, a, b, false, [](auto x, auto y) { return x / y; });
   const Tensor ad = a.detach(), bd = b.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   autograd::record("div", {a, b}, out, [ad, bd, need_a, need_b](const std::vector<Tensor>& g) {
@@ -105,7 +116,7 @@ inline Tensor rsub(double s, const Tensor& a) { return sub(detail::scalar_like(s
 inline Tensor rdiv(double s, const Tensor& a) { return div(detail::scalar_like(s, a), a); }
 
 inline Tensor neg(const Tensor& a) {
-  Tensor out = detail::unary_kernel("neg", a, false, [](auto x) { return -x; });
+  Tensor out = detail::unary_kernel("neg", kernels::EwOp::kNeg, {}, a, false, [](auto x) { return -x; });
   autograd::record("neg", {a}, out, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{neg(g[0])}; });
   return out;
 }
@@ -113,7 +124,7 @@ inline Tensor neg(const Tensor& a) {
 // ---- unary math ---------------------------------------------------------------------------------
 
 inline Tensor exp(const Tensor& a) {
-  Tensor out = detail::unary_kernel("exp", a, true, [](auto x) { return std::exp(x); });
+  Tensor out = detail::unary_kernel("exp", kernels::EwOp::kExp, {}, a, true, [](auto x) { return std::exp(x); });
   autograd::record("exp", {a}, out, [y = out.detach()](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{mul(g[0], y)};
   });
@@ -121,7 +132,7 @@ inline Tensor exp(const Tensor& a) {
 }
 
 inline Tensor log(const Tensor& a) {
-  Tensor out = detail::unary_kernel("log", a, true, [](auto x) { return std::log(x); });
+  Tensor out = detail::unary_kernel("log", kernels::EwOp::kLog, {}, a, true, [](auto x) { return std::log(x); });
   autograd::record("log", {a}, out, [x = a.detach()](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{div(g[0], x)};
   });
@@ -129,7 +140,7 @@ inline Tensor log(const Tensor& a) {
 }
 
 inline Tensor sqrt(const Tensor& a) {
-  Tensor out = detail::unary_kernel("sqrt", a, true, [](auto x) { return std::sqrt(x); });
+  Tensor out = detail::unary_kernel("sqrt", kernels::EwOp::kSqrt, {}, a, true, [](auto x) { return std::sqrt(x); });
   autograd::record("sqrt", {a}, out, [y = out.detach()](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{div(g[0], mul(y, 2.0))};
   });
@@ -137,7 +148,7 @@ inline Tensor sqrt(const Tensor& a) {
 }
 
 inline Tensor rsqrt(const Tensor& a) {
-  Tensor out = detail::unary_kernel("rsqrt", a, true, [](auto x) { return decltype(x)(1) / std::sqrt(x); });
+  Tensor out = detail::unary_kernel("rsqrt", kernels::EwOp::kRsqrt, {}, a, true, [](auto x) { return decltype(x)(1) / std::sqrt(x); });
   autograd::record("rsqrt", {a}, out, [y = out.detach()](const std::vector<Tensor>& g) {
     // d/dx x^(-1/2) = -1/2 · y³
     return std::vector<Tensor>{mul(g[0], mul(mul(y, mul(y, y)), -0.5))};
@@ -147,14 +158,14 @@ inline Tensor rsqrt(const Tensor& a) {
 
 // Sign of x: -1, 0 or 1 (no gradient).
 inline Tensor sign(const Tensor& a) {
-  return detail::unary_kernel("sign", a, false, [](auto x) {
+  return detail::unary_kernel("sign", kernels::EwOp::kSign, {}, a, false, [](auto x) {
     using T = decltype(x);
     return static_cast<T>((T(0) < x) - (x < T(0)));
   });
 }
 
 inline Tensor abs(const Tensor& a) {
-  Tensor out = detail::unary_kernel("abs", a, false, [](auto x) { return x < decltype(x)(0) ? -x : x; });
+  Tensor out = detail::unary_kernel("abs", kernels::EwOp::kAbs, {}, a, false, [](auto x) { return x < decltype(x)(0) ? -x : x; });
   autograd::record("abs", {a}, out, [x = a.detach()](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{mul(g[0], sign(x))};
   });
@@ -164,7 +175,7 @@ inline Tensor abs(const Tensor& a) {
 // x^p for a scalar exponent.
 inline Tensor pow(const Tensor& a, double p) {
   profiler::Scope profile_scope_("pow");
-  Tensor out = detail::unary_kernel("pow", a, true, [p](auto x) { return std::pow(x, static_cast<decltype(x)>(p)); });
+  Tensor out = detail::unary_kernel("pow", kernels::EwOp::kPowScalar, {static_cast<float>(p), 0.f}, a, true, [p](auto x) { return std::pow(x, static_cast<decltype(x)>(p)); });
   autograd::record("pow", {a}, out, [x = a.detach(), p](const std::vector<Tensor>& g) {
     if (p == 0.0) return std::vector<Tensor>{zeros_like(g[0])};
     return std::vector<Tensor>{mul(g[0], mul(pow(x, p - 1.0), p))};
@@ -181,7 +192,7 @@ Tensor pow_zero_base_mask(const Tensor& a, const Tensor& b);
 // and b ≥ 0 (the limit), as PyTorch does.
 inline Tensor pow(const Tensor& a, const Tensor& b) {
   profiler::Scope profile_scope_("pow");
-  Tensor out = detail::binary_kernel("pow", a, b, true, [](auto x, auto y) { return std::pow(x, y); });
+  Tensor out = detail::binary_kernel("pow", kernels::EwOp::kPow, a, b, true, [](auto x, auto y) { return std::pow(x, y); });
   const Tensor ad = a.detach(), bd = b.detach(), y = out.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
   autograd::record("pow", {a, b}, out, [ad, bd, y, need_a, need_b](const std::vector<Tensor>& g) {
@@ -204,14 +215,14 @@ inline Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<dou
   profiler::Scope profile_scope_("clamp");
   ARCLIGHT_CHECK(!(lo && hi && *lo > *hi), "clamp", "lower bound ", *lo, " is above upper bound ", *hi);
   const double l = lo.value_or(-INFINITY), h = hi.value_or(INFINITY);
-  Tensor out = detail::unary_kernel("clamp", a, false, [l, h](auto x) {
+  Tensor out = detail::unary_kernel("clamp", kernels::EwOp::kClamp, {static_cast<float>(l), static_cast<float>(h)}, a, false, [l, h](auto x) {
     using T = decltype(x);
     if (x != x) return x;  // NaN passes through
     const double v = static_cast<double>(x);
     return v < l ? static_cast<T>(l) : (v > h ? static_cast<T>(h) : x);
   });
   autograd::record("clamp", {a}, out, [x = a.detach(), l, h](const std::vector<Tensor>& g) {
-    Tensor mask = detail::unary_kernel("clamp backward", x, true, [l, h](auto v) {
+    Tensor mask = detail::unary_kernel("clamp backward", kernels::EwOp::kClampPass, {static_cast<float>(l), static_cast<float>(h)}, x, true, [l, h](auto v) {
       using T = decltype(v);
       return static_cast<T>(static_cast<double>(v) >= l && static_cast<double>(v) <= h ? 1 : 0);
     });
@@ -226,14 +237,14 @@ namespace detail {
 // Elementwise max/min; on ties each side gets half the gradient (as PyTorch).
 template <bool Max>
 Tensor extreme2(const Tensor& a, const Tensor& b, const char* name) {
-  Tensor out = binary_kernel(name, a, b, false, [](auto x, auto y) {
+  Tensor out = binary_kernel(name, Max ? kernels::EwOp::kMaximum : kernels::EwOp::kMinimum, a, b, false, [](auto x, auto y) {
     if (x != x) return x;
     if (y != y) return y;
     return Max ? (x > y ? x : y) : (x < y ? x : y);
   });
   const Tensor ad = a.detach(), bd = b.detach();
   autograd::record(name, {a, b}, out, [ad, bd](const std::vector<Tensor>& g) {
-    Tensor wa = binary_kernel("maximum backward", ad, bd, true, [](auto x, auto y) {
+    Tensor wa = binary_kernel("maximum backward", Max ? kernels::EwOp::kMaxShare : kernels::EwOp::kMinShare, ad, bd, true, [](auto x, auto y) {
       using T = decltype(x);
       return x == y ? T(0.5) : ((Max ? x > y : x < y) ? T(1) : T(0));
     });
@@ -249,36 +260,40 @@ inline Tensor minimum(const Tensor& a, const Tensor& b) { return detail::extreme
 
 // ---- comparisons (u8 masks, no gradient) --------------------------------------------------------
 
-#define ARCLIGHT_COMPARISON(name, expr)                                                                       \
+#define ARCLIGHT_COMPARISON(name, code, expr)                                                                 \
   inline Tensor name(const Tensor& a, const Tensor& b) {                                                      \
-    return detail::binary_kernel(#name, a, b, false, [](auto x, auto y) { return expr; }, DType::u8);        \
+    return detail::binary_kernel(#name, kernels::EwOp::code, a, b, false, [](auto x, auto y) { return expr; }, \
+                                 DType::u8);                                                                  \
   }                                                                                                           \
   inline Tensor name(const Tensor& a, double s) { return name(a, detail::scalar_like(s, a)); }
-ARCLIGHT_COMPARISON(eq, x == y)
-ARCLIGHT_COMPARISON(ne, x != y)
-ARCLIGHT_COMPARISON(lt, x < y)
-ARCLIGHT_COMPARISON(le, x <= y)
-ARCLIGHT_COMPARISON(gt, x > y)
-ARCLIGHT_COMPARISON(ge, x >= y)
+ARCLIGHT_COMPARISON(eq, kEq, x == y)
+ARCLIGHT_COMPARISON(ne, kNe, x != y)
+ARCLIGHT_COMPARISON(lt, kLt, x < y)
+ARCLIGHT_COMPARISON(le, kLe, x <= y)
+ARCLIGHT_COMPARISON(gt, kGt, x > y)
+ARCLIGHT_COMPARISON(ge, kGe, x >= y)
 #undef ARCLIGHT_COMPARISON
 
 // cond ? a : b elementwise, all three broadcast together. requires: cond is u8 (or bool-like integer).
 // Differentiable in a and b.
 inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   profiler::Scope profile_scope_("where");
-  detail::check_cpu(cond, "where");
-  detail::check_cpu(a, "where");
-  detail::check_cpu(b, "where");
+  const Device dev = detail::op_device("where", {&cond, &a, &b});
   detail::check_same_dtype(a, b, "where");
   ARCLIGHT_CHECK(cond.dtype() == DType::u8, "where", "condition must be a u8 mask (as comparisons return), got ",
                  cond.str());
-  Tensor out = empty(broadcast_shapes(cond.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where"), a.dtype());
-  dispatch_all(a.dtype(), "where", [&]<typename T>() {
-    kernels::cpu::strided_map<T, std::uint8_t, T, T>(detail::broadcast_operands<4>({&out, &cond, &a, &b}),
-                                                     [](std::uint8_t c, T x, T y) { return c ? x : y; });
-  });
+  Tensor out = empty(broadcast_shapes(cond.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where"), a.dtype(),
+                     dev);
+  if (dev.is_cuda()) {
+    cuda::detail::where(out, cond, a, b);
+  } else {
+    dispatch_all(a.dtype(), "where", [&]<typename T>() {
+      kernels::cpu::strided_map<T, std::uint8_t, T, T>(detail::broadcast_operands<4>({&out, &cond, &a, &b}),
+                                                       [](std::uint8_t c, T x, T y) { return c ? x : y; });
+    });
+  }
   autograd::record("where", {a, b}, out, [c = cond.detach(), sa = a.shape(), sb = b.shape()](const std::vector<Tensor>& g) {
-    Tensor z = zeros({}, g[0].dtype());
+    Tensor z = zeros({}, g[0].dtype(), g[0].device());
     return std::vector<Tensor>{sum_to(where(c, g[0], z), sa), sum_to(where(c, z, g[0]), sb)};
   });
   return out;
@@ -287,7 +302,7 @@ inline Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 namespace detail {
 // Mask of positions where the base is 0 and the exponent ≥ 0 (the exponent's gradient is 0 there).
 inline Tensor pow_zero_base_mask(const Tensor& a, const Tensor& b) {
-  return binary_kernel("pow backward", a, b, true, [](auto x, auto y) { return x == 0 && y >= 0; }, DType::u8);
+  return binary_kernel("pow backward", kernels::EwOp::kPowZeroBase, a, b, true, [](auto x, auto y) { return x == 0 && y >= 0; }, DType::u8);
 }
 }  // namespace detail
 
@@ -295,15 +310,18 @@ inline Tensor pow_zero_base_mask(const Tensor& a, const Tensor& b) {
 
 namespace detail {
 template <typename F>
-Tensor& inplace_binary(const char* name, Tensor& a, const Tensor& b, F f) {
+Tensor& inplace_binary(const char* name, kernels::EwOp code, Tensor& a, const Tensor& b, F f) {
   profiler::Scope profile_scope_(name);
-  check_cpu(a, name);
-  check_cpu(b, name);
+  const Device dev = op_device(name, {&a, &b});
   check_same_dtype(a, b, name);
   ARCLIGHT_CHECK(!(grad_enabled() && a.requires_grad()), name, "in-place update of ", a.str(),
                  " which requires grad; wrap it in NoGradGuard");
   ARCLIGHT_CHECK(broadcast_shapes(a.shape(), b.shape(), name) == a.shape(), name, b.str(), " does not broadcast to ",
                  a.str());
+  if (dev.is_cuda()) {
+    cuda::detail::binary(code, a, a, b, name);
+    return a;
+  }
   dispatch_all(a.dtype(), name, [&]<typename T>() {
     kernels::cpu::strided_map<T, T, T>(broadcast_operands<3>({&a, &a, &b}), [f](T x, T y) { return static_cast<T>(f(x, y)); });
   });
@@ -311,9 +329,9 @@ Tensor& inplace_binary(const char* name, Tensor& a, const Tensor& b, F f) {
 }
 }  // namespace detail
 
-inline Tensor& add_(Tensor& a, const Tensor& b) { return detail::inplace_binary("add_", a, b, [](auto x, auto y) { return x + y; }); }
-inline Tensor& sub_(Tensor& a, const Tensor& b) { return detail::inplace_binary("sub_", a, b, [](auto x, auto y) { return x - y; }); }
-inline Tensor& mul_(Tensor& a, const Tensor& b) { return detail::inplace_binary("mul_", a, b, [](auto x, auto y) { return x * y; }); }
+inline Tensor& add_(Tensor& a, const Tensor& b) { return detail::inplace_binary("add_", kernels::EwOp::kAdd, a, b, [](auto x, auto y) { return x + y; }); }
+inline Tensor& sub_(Tensor& a, const Tensor& b) { return detail::inplace_binary("sub_", kernels::EwOp::kSub, a, b, [](auto x, auto y) { return x - y; }); }
+inline Tensor& mul_(Tensor& a, const Tensor& b) { return detail::inplace_binary("mul_", kernels::EwOp::kMul, a, b, [](auto x, auto y) { return x * y; }); }
 inline Tensor& mul_(Tensor& a, double s) { return mul_(a, detail::scalar_like(s, a)); }
 inline Tensor& add_(Tensor& a, double s) { return add_(a, detail::scalar_like(s, a)); }
 

@@ -7,6 +7,7 @@
 #include <climits>
 #include <optional>
 
+#include "arclight/cuda/layer_ops.hpp"
 #include "arclight/ops/elementwise.hpp"
 #include "kernels/cpu/gemm.hpp"
 
@@ -40,6 +41,20 @@ inline Tensor bmm_kernel(Tensor a, Tensor b, const char* name) {
     b = arclight::detail::copy_contiguous(b);
     ob = blas_operand(k, n, b.strides()[1], b.strides()[2]);
   }
+  if (a.device().is_cuda()) {
+    // cuBLAS, one strided-batched call; under cuda::AutocastScope(bf16) on bfloat16 copies of the operands with
+    // float32 accumulation and output.
+    if (cuda::autocast_dtype() == DType::bf16) {
+      a = cuda::detail::convert(a, DType::bf16, name);
+      b = cuda::detail::convert(b, DType::bf16, name);
+      oa = blas_operand(m, k, a.strides()[1], a.strides()[2]);
+      ob = blas_operand(k, n, b.strides()[1], b.strides()[2]);
+    }
+    Tensor out = empty({B, m, n}, DType::f32, a.device());
+    cuda::detail::gemm_batched(oa->trans, ob->trans, m, n, k, a, oa->ld, B > 1 ? a.strides()[0] : 0, b, ob->ld,
+                               B > 1 ? b.strides()[0] : 0, out, B);
+    return out;
+  }
   Tensor out = empty({B, m, n}, a.dtype());
   kernels::cpu::GemmShape s{m, n, k, oa->trans, ob->trans, oa->ld, ob->ld, n};
   dispatch_floating(a.dtype(), name, [&]<typename T>() {
@@ -57,8 +72,10 @@ inline Tensor bmm_kernel(Tensor a, Tensor b, const char* name) {
 // a [m, k] · b [k, n] → [m, n]. Differentiable.
 inline Tensor mm(const Tensor& a, const Tensor& b) {
   profiler::Scope profile_scope_("mm");
-  detail::check_cpu(a, "mm");
-  detail::check_cpu(b, "mm");
+  if (detail::op_device("mm", {&a, &b}).is_cuda()) {
+    cuda::detail::check_f32(a, "mm", "operand");
+    cuda::detail::check_f32(b, "mm", "operand");
+  }
   detail::check_same_dtype(a, b, "mm");
   ARCLIGHT_CHECK(a.dim() == 2 && b.dim() == 2, "mm", "expected two 2-D tensors, got ", a.str(), " and ", b.str());
   ARCLIGHT_CHECK(a.shape()[1] == b.shape()[0], "mm", "inner dimensions differ: ", a.str(), " · ", b.str(),
@@ -79,8 +96,10 @@ inline Tensor mm(const Tensor& a, const Tensor& b) {
 // a [B, m, k] · b [B, k, n] → [B, m, n]. Differentiable.
 inline Tensor bmm(const Tensor& a, const Tensor& b) {
   profiler::Scope profile_scope_("bmm");
-  detail::check_cpu(a, "bmm");
-  detail::check_cpu(b, "bmm");
+  if (detail::op_device("bmm", {&a, &b}).is_cuda()) {
+    cuda::detail::check_f32(a, "bmm", "operand");
+    cuda::detail::check_f32(b, "bmm", "operand");
+  }
   detail::check_same_dtype(a, b, "bmm");
   ARCLIGHT_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "expected two 3-D tensors, got ", a.str(), " and ", b.str());
   ARCLIGHT_CHECK(a.shape()[0] == b.shape()[0] && a.shape()[2] == b.shape()[1], "bmm", "incompatible shapes ", a.str(),

@@ -20,9 +20,9 @@ inline Tensor norm(const Tensor& x, const std::vector<std::int64_t>& dims = {}, 
     const Shape& s = xd.shape();
     Tensor ye = expand(detail::unsqueeze_reduced(yd, s, nd, keepdim), s);
     Tensor ge = expand(detail::unsqueeze_reduced(g[0], s, nd, keepdim), s);
-    Tensor safe = where(gt(ye, 0.0), ye, ones({}, ye.dtype()));
+    Tensor safe = where(gt(ye, 0.0), ye, ones({}, ye.dtype(), ye.device()));
     Tensor r = mul(ge, div(xd, safe));
-    return std::vector<Tensor>{where(gt(ye, 0.0), r, zeros({}, r.dtype()))};
+    return std::vector<Tensor>{where(gt(ye, 0.0), r, zeros({}, r.dtype(), r.device()))};
   });
   return y;
 }

@@ -73,23 +73,32 @@ inline Tensor max_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stri
 }
 
 // global_avg_pool: y[n, c, 0, 0] = mean over H·W of x[n, c] (adaptive_avg_pool2d(x, 1); SE's squeeze).
-// requires: x a CPU f32/f64 tensor [N, C, H, W] with every dim >= 1.
-// ensures: a new contiguous [N, C, 1, 1] tensor (sums in double); records dL/dx = dy/(H·W) broadcast.
+// requires: x a CPU f32/f64 or CUDA f32 tensor [N, C, H, W] with every dim >= 1.
+// ensures: a new contiguous [N, C, 1, 1] tensor (CPU sums in double); records dL/dx = dy/(H·W) broadcast.
 inline Tensor global_avg_pool(const Tensor& x) {
   profiler::Scope profile_scope_("global_avg_pool");
   const char* op = "global_avg_pool";
-  detail::check_floating_cpu(x, op, "input");
+  detail::check_floating_input(x, op, "input");
   ARCLIGHT_CHECK(x.dim() == 4, op, "expected an input of rank 4 [N, C, H, W], got ", x.str());
   const std::int64_t n = x.shape()[0], c = x.shape()[1], hw = x.shape()[2] * x.shape()[3];
   ARCLIGHT_CHECK(n >= 1 && c >= 1 && hw >= 1, op, "expected every dimension >= 1, got ", x.str());
   const Tensor xc = detail::dense_detached(x);
-  Tensor y = empty({n, c, 1, 1}, x.dtype());
-  dispatch_floating(x.dtype(), op, [&]<typename T>() {
-    kernels::cpu::global_avg_pool_forward<T>(n, c, hw, xc.data_ptr<T>(), y.data_ptr<T>());
-  });
-  autograd::record(op, {x}, y, [n, c, hw, in_shape = x.shape(), dt = x.dtype()](const std::vector<Tensor>& g) {
+  const Device dev = x.device();
+  Tensor y = empty({n, c, 1, 1}, x.dtype(), dev);
+  if (dev.is_cuda()) {
+    cuda::detail::global_avg_pool_forward(n * c, hw, xc, y);
+  } else {
+    dispatch_floating(x.dtype(), op, [&]<typename T>() {
+      kernels::cpu::global_avg_pool_forward<T>(n, c, hw, xc.data_ptr<T>(), y.data_ptr<T>());
+    });
+  }
+  autograd::record(op, {x}, y, [n, c, hw, dev, in_shape = x.shape(), dt = x.dtype()](const std::vector<Tensor>& g) {
     const Tensor gy = detail::dense_detached(g[0]);
-    Tensor gx = empty(in_shape, dt);
+    Tensor gx = empty(in_shape, dt, dev);
+    if (dev.is_cuda()) {
+      cuda::detail::global_avg_pool_backward(n * c, hw, gy, gx);
+      return std::vector<Tensor>{gx};
+    }
     dispatch_floating(dt, "global_avg_pool_backward", [&]<typename T>() {
       kernels::cpu::global_avg_pool_backward<T>(n, c, hw, gy.data_ptr<T>(), gx.data_ptr<T>());
     });

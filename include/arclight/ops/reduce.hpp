@@ -57,6 +57,16 @@ inline std::int64_t reduced_count(const Tensor& t, const std::vector<int>& dims)
   return n;
 }
 
+// The same reduction on a CUDA device (float32): scale · op over `dims`, into a new tensor of the reduced shape.
+inline Tensor device_reduce(const Tensor& t, const std::vector<int>& dims, bool keepdim, cuda::detail::Reduce op,
+                            double scale, const char* name) {
+  Tensor out = empty(reduced_shape(t.shape(), dims, keepdim), t.dtype(), t.device());
+  std::vector<bool> red(static_cast<std::size_t>(t.dim()), false);
+  for (int d : dims) red[static_cast<std::size_t>(d)] = true;
+  cuda::detail::reduce(op, t, red, scale, out, name);
+  return out;
+}
+
 // g (reduced shape, keepdim or not) viewed with size-1 dims where `dims` were reduced.
 inline Tensor unsqueeze_reduced(const Tensor& g, const Shape& in_shape, const std::vector<int>& dims, bool keepdim) {
   if (keepdim) return g;
@@ -65,14 +75,23 @@ inline Tensor unsqueeze_reduced(const Tensor& g, const Shape& in_shape, const st
 
 }  // namespace detail
 
+// Defined in elementwise.hpp (backward formulas here use them).
+Tensor sub(const Tensor& a, const Tensor& b);  // elementwise.hpp
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, double s);
+
 // Sum over dims (all when empty). Differentiable.
 inline Tensor sum(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}, bool keepdim = false) {
   profiler::Scope profile_scope_("sum");
-  detail::check_cpu(t, "sum");
+  const Device dev = detail::op_device("sum", {&t});
   const auto dims = detail::normalize_dims(dims_in, t.dim(), "sum");
-  Tensor out = dispatch_all(t.dtype(), "sum", [&]<typename T>() {
-    return detail::run_reduce<T, T>(t, dims, keepdim, t.dtype(), detail::SumOp<T>{});
-  });
+  Tensor out = dev.is_cuda() ? detail::device_reduce(t, dims, keepdim, cuda::detail::Reduce::sum, 1.0, "sum")
+                             : dispatch_all(t.dtype(), "sum", [&]<typename T>() {
+                                 return detail::run_reduce<T, T>(t, dims, keepdim, t.dtype(), detail::SumOp<T>{});
+                               });
   const Shape in_shape = t.shape();
   autograd::record("sum", {t}, out, [in_shape, dims, keepdim](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{contiguous(expand(detail::unsqueeze_reduced(g[0], in_shape, dims, keepdim), in_shape))};
@@ -83,15 +102,19 @@ inline Tensor sum(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}
 // Mean over dims (all when empty). Differentiable. requires: floating dtype.
 inline Tensor mean(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}, bool keepdim = false) {
   profiler::Scope profile_scope_("mean");
-  detail::check_cpu(t, "mean");
+  const Device dev = detail::op_device("mean", {&t});
   const auto dims = detail::normalize_dims(dims_in, t.dim(), "mean");
   const std::int64_t n = detail::reduced_count(t, dims);
-  Tensor out = dispatch_floating(t.dtype(), "mean", [&]<typename T>() {
-    return detail::run_reduce<T, T>(t, dims, keepdim, t.dtype(), detail::SumOp<T>{1.0 / static_cast<double>(n)});
-  });
+  Tensor out =
+      dev.is_cuda()
+          ? detail::device_reduce(t, dims, keepdim, cuda::detail::Reduce::sum, 1.0 / static_cast<double>(n), "mean")
+          : dispatch_floating(t.dtype(), "mean", [&]<typename T>() {
+              return detail::run_reduce<T, T>(t, dims, keepdim, t.dtype(), detail::SumOp<T>{1.0 / static_cast<double>(n)});
+            });
   const Shape in_shape = t.shape();
   autograd::record("mean", {t}, out, [in_shape, dims, keepdim, n](const std::vector<Tensor>& g) {
     Tensor ge = expand(detail::unsqueeze_reduced(g[0], in_shape, dims, keepdim), in_shape);
+    if (ge.device().is_cuda()) return std::vector<Tensor>{mul(ge, 1.0 / static_cast<double>(n))};
     Tensor r = empty(in_shape, g[0].dtype());
     dispatch_floating(r.dtype(), "mean backward", [&]<typename T>() {
       const T inv = static_cast<T>(1.0 / static_cast<double>(n));
@@ -102,9 +125,6 @@ inline Tensor mean(const Tensor& t, const std::vector<std::int64_t>& dims_in = {
   return out;
 }
 
-Tensor sub(const Tensor& a, const Tensor& b);  // elementwise.hpp
-Tensor mul(const Tensor& a, const Tensor& b);
-Tensor mul(const Tensor& a, double s);
 
 // Variance over dims with Bessel-style correction (1 = unbiased, as PyTorch's default). Differentiable.
 inline Tensor var(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}, std::int64_t correction = 1,
@@ -125,21 +145,29 @@ inline Tensor var(const Tensor& t, const std::vector<std::int64_t>& dims_in = {}
 namespace detail {
 template <bool Max>
 Tensor extreme_all(const Tensor& t, const std::vector<std::int64_t>& dims_in, bool keepdim, const char* name) {
-  check_cpu(t, name);
+  const Device dev = op_device(name, {&t});
   const auto dims = normalize_dims(dims_in, t.dim(), name);
   ARCLIGHT_CHECK(reduced_count(t, dims) > 0, name, "cannot reduce an empty tensor ", t.str());
-  Tensor out = dispatch_all(t.dtype(), name, [&]<typename T>() {
-    struct Op : ExtremeOp<T, Max> {
-      T finish(const typename ExtremeOp<T, Max>::Acc& a, std::int64_t) const { return a.v; }
-    };
-    return run_reduce<T, T>(t, dims, keepdim, t.dtype(), Op{});
-  });
+  Tensor out = dev.is_cuda() ? device_reduce(t, dims, keepdim, Max ? cuda::detail::Reduce::max : cuda::detail::Reduce::min,
+                                             1.0, name)
+                             : dispatch_all(t.dtype(), name, [&]<typename T>() {
+                                 struct Op : ExtremeOp<T, Max> {
+                                   T finish(const typename ExtremeOp<T, Max>::Acc& a, std::int64_t) const { return a.v; }
+                                 };
+                                 return run_reduce<T, T>(t, dims, keepdim, t.dtype(), Op{});
+                               });
   const Shape in_shape = t.shape();
   const Tensor x = t.detach(), y = out.detach();
   autograd::record(name, {t}, out, [x, y, in_shape, dims, keepdim](const std::vector<Tensor>& g) {
     // d/dx: g / (number of ties) at every position equal to the extreme value.
     Tensor ye = expand(unsqueeze_reduced(y, in_shape, dims, keepdim), in_shape);
     Tensor ge = expand(unsqueeze_reduced(g[0], in_shape, dims, keepdim), in_shape);
+    if (x.device().is_cuda()) {  // the same formula from device ops
+      const Tensor one = ones({}, x.dtype(), x.device()), zero = zeros({}, x.dtype(), x.device());
+      Tensor m = where(eq(x, ye), one, zero);
+      std::vector<std::int64_t> d64(dims.begin(), dims.end());
+      return std::vector<Tensor>{div(mul(m, ge), sum(m, d64, true))};
+    }
     Tensor mask = empty(in_shape, x.dtype());
     dispatch_floating(x.dtype(), "amax backward", [&]<typename T>() {
       kernels::cpu::strided_map<T, T, T>(broadcast_operands<3>({&mask, &x, &ye}),

@@ -80,8 +80,8 @@ inline Shape infer_shape(const Tensor& t, Shape shape, const char* op) {
 // Contiguous copy of t, differentiable.
 inline Tensor clone(const Tensor& t) {
   profiler::Scope profile_scope_("clone");
-  detail::check_cpu(t, "clone");
-  Tensor out = arclight::detail::copy_contiguous(t);
+  ARCLIGHT_CHECK(t.defined(), "clone", "got an undefined tensor");
+  Tensor out = arclight::detail::copy_contiguous(t);  // on t's device
   autograd::record("clone", {t}, out, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; });
   return out;
 }
@@ -91,7 +91,7 @@ inline Tensor contiguous(const Tensor& t) { return t.is_contiguous() ? t : clone
 
 // A view with a new shape. requires: the strides allow it (else use reshape); one size may be -1.
 inline Tensor view(const Tensor& t, const Shape& shape_in) {
-  detail::check_cpu(t, "view");
+  ARCLIGHT_CHECK(t.defined(), "view", "got an undefined tensor");  // views work on any device
   Shape shape = detail::infer_shape(t, shape_in, "view");
   auto st = detail::view_strides(t.shape(), t.strides(), shape);
   ARCLIGHT_CHECK(st.has_value(), "view", "cannot view ", t.str(), " with strides ", shape_str(t.strides()), " as ",
@@ -107,7 +107,7 @@ inline Tensor view(const Tensor& t, const Shape& shape_in) {
 
 // A view when possible, otherwise a copy with the new shape. One size may be -1.
 inline Tensor reshape(const Tensor& t, const Shape& shape_in) {
-  detail::check_cpu(t, "reshape");
+  ARCLIGHT_CHECK(t.defined(), "reshape", "got an undefined tensor");  // views work on any device
   Shape shape = detail::infer_shape(t, shape_in, "reshape");
   if (detail::view_strides(t.shape(), t.strides(), shape)) return view(t, shape);
   return view(clone(t), shape);
@@ -128,7 +128,7 @@ inline Tensor flatten(const Tensor& t, std::int64_t start = 0, std::int64_t end 
 
 // Reorders dims: out.shape[i] = t.shape[dims[i]]. A view.
 inline Tensor permute(const Tensor& t, const std::vector<std::int64_t>& dims) {
-  detail::check_cpu(t, "permute");
+  ARCLIGHT_CHECK(t.defined(), "permute", "got an undefined tensor");  // views work on any device
   ARCLIGHT_CHECK(static_cast<std::int64_t>(dims.size()) == t.dim(), "permute", "got ", dims.size(), " dims for ",
                  t.str(), "; expected one per dim");
   Shape shape(dims.size());
@@ -159,7 +159,7 @@ inline Tensor transpose(const Tensor& t, std::int64_t d0, std::int64_t d1) {
 // Elements [start, end) in steps of `step` (> 0) along dim; start/end clamp to the size, negative
 // values count from the end. A view.
 inline Tensor slice(const Tensor& t, std::int64_t dim, std::int64_t start, std::int64_t end, std::int64_t step = 1) {
-  detail::check_cpu(t, "slice");
+  ARCLIGHT_CHECK(t.defined(), "slice", "got an undefined tensor");  // views work on any device
   const int d = normalize_dim(dim, t.dim(), "slice");
   ARCLIGHT_CHECK(t.dim() > 0, "slice", "cannot slice a 0-d tensor");
   ARCLIGHT_CHECK(step > 0, "slice", "step must be positive, got ", step);
@@ -175,9 +175,13 @@ inline Tensor slice(const Tensor& t, std::int64_t dim, std::int64_t start, std::
   Tensor out = detail::make_view(t, shape, strides, t.offset() + start * t.strides()[d]);
   const Shape in_shape = t.shape();
   autograd::record("slice", {t}, out, [in_shape, d, start, end, step](const std::vector<Tensor>& g) {
-    Tensor gi = zeros(in_shape, g[0].dtype());
+    Tensor gi = zeros(in_shape, g[0].dtype(), g[0].device());
     Tensor dst = slice(gi, d, start, end, step);
     Tensor src = g[0];
+    if (gi.device().is_cuda()) {
+      cuda::detail::copy_into(dst, src, "slice backward");
+      return std::vector<Tensor>{gi};
+    }
     kernels::cpu::StridedOperands<2> op = detail::broadcast_operands<2>({&dst, &src});
     dispatch_floating(gi.dtype(), "slice backward", [&]<typename T>() { kernels::cpu::strided_map<T, T>(op, [](T x) { return x; }); });
     return std::vector<Tensor>{gi};
@@ -225,7 +229,7 @@ Tensor sum_to(const Tensor& g, const Shape& shape);  // reduce.hpp
 
 // Broadcasts t to `shape` (NumPy rules; -1 keeps a size) without copying: stride 0 on stretched dims.
 inline Tensor expand(const Tensor& t, const Shape& shape_in) {
-  detail::check_cpu(t, "expand");
+  ARCLIGHT_CHECK(t.defined(), "expand", "got an undefined tensor");  // views work on any device
   ARCLIGHT_CHECK(shape_in.size() >= t.shape().size(), "expand", "cannot expand ", t.str(), " to fewer dims ",
                  shape_str(shape_in));
   const std::size_t lead = shape_in.size() - t.shape().size();
@@ -253,13 +257,20 @@ inline Tensor broadcast_to(const Tensor& t, const Shape& shape) { return expand(
 // Copies src into dst in place, broadcasting src to dst's shape and converting the dtype.
 // requires: dst is not part of a graph that records (no requires_grad under grad mode). Returns dst.
 inline Tensor& copy_(Tensor& dst, const Tensor& src) {
-  detail::check_cpu(dst, "copy_");
-  detail::check_cpu(src, "copy_");
+  ARCLIGHT_CHECK(dst.defined() && src.defined(), "copy_", "got an undefined tensor");
   ARCLIGHT_CHECK(!(grad_enabled() && dst.requires_grad()), "copy_", "in-place write into ", dst.str(),
                  " which requires grad; wrap parameter updates in NoGradGuard");
-  broadcast_shapes(dst.shape(), src.shape(), "copy_");
   ARCLIGHT_CHECK(broadcast_shapes(dst.shape(), src.shape(), "copy_") == dst.shape(), "copy_", "source ", src.str(),
                  " does not broadcast to destination ", dst.str());
+  if (dst.device().is_cuda() || src.device().is_cuda()) {
+    // Across devices: bring src to dst's device first (a blocking transfer), then copy / convert there.
+    const Tensor s = src.device() == dst.device() ? src : src.to(dst.device());
+    if (dst.device().is_cpu()) return copy_(dst, s);
+    if (s.dtype() == dst.dtype()) cuda::detail::copy_into(dst, s, "copy_");
+    else cuda::detail::copy_into(dst, cuda::detail::convert(contiguous(expand(s, dst.shape())), dst.dtype(), "copy_"),
+                                 "copy_");
+    return dst;
+  }
   dispatch_all(dst.dtype(), "copy_", [&]<typename D>() {
     dispatch_all(src.dtype(), "copy_", [&]<typename S>() {
       kernels::cpu::strided_map<D, S>(detail::broadcast_operands<2>({&dst, &src}),
@@ -271,10 +282,13 @@ inline Tensor& copy_(Tensor& dst, const Tensor& src) {
 
 // Converts to dtype (a copy; t itself when the dtype already matches). Differentiable between floating types.
 inline Tensor to(const Tensor& t, DType dtype) {
-  detail::check_cpu(t, "to");
+  ARCLIGHT_CHECK(t.defined(), "to", "got an undefined tensor");
   if (t.dtype() == dtype) return t;
-  Tensor out = empty(t.shape(), dtype);
-  {
+  Tensor out;
+  if (t.device().is_cuda()) {
+    out = cuda::detail::convert(t, dtype, "to");
+  } else {
+    out = empty(t.shape(), dtype);
     NoGradGuard ng;
     copy_(out, t);
   }

@@ -35,14 +35,18 @@ class AdamW : public Optimizer {
     ensure_state();
     auto& st = state_[k];
     if (!st[0].defined()) {
-      st[0] = zeros(param.shape(), param.dtype());
-      st[1] = zeros(param.shape(), param.dtype());
-      if (opt_.amsgrad) st[2] = zeros(param.shape(), param.dtype());
+      st[0] = zeros(param.shape(), param.dtype(), param.device());
+      st[1] = zeros(param.shape(), param.dtype(), param.device());
+      if (opt_.amsgrad) st[2] = zeros(param.shape(), param.dtype(), param.device());
     }
     ARCLIGHT_CHECK(!opt_.amsgrad || st[2].defined(), "optim::AdamW", "parameter ", k,
                    " has no max_exp_avg_sq buffer (state loaded from a non-amsgrad AdamW)");
     const std::int64_t step = ++param_steps_[k];
     const kernels::AdamWConfig cfg = kernel_config(lr, weight_decay);
+    if (param.device().is_cuda()) {
+      cuda::detail::adamw_step(param, grad, st[0], st[1], opt_.amsgrad ? st[2] : Tensor(), step, cfg);
+      return;
+    }
     dispatch_floating(param.dtype(), "optim::AdamW", [&]<typename T>() {
       kernels::cpu::adamw_step<T>(param.numel(), param.data_ptr<T>(), grad.data_ptr<T>(), st[0].data_ptr<T>(),
                                   st[1].data_ptr<T>(), opt_.amsgrad ? st[2].data_ptr<T>() : nullptr, step, cfg);

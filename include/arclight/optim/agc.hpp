@@ -41,6 +41,20 @@ inline void adaptive_clip_grad_(const Tensor& param, const AgcConfig& cfg = {}) 
   const std::int64_t n = param.numel();
   if (n == 0) return;
   const std::int64_t units = param.dim() >= 2 ? param.shape()[0] : 1;
+  if (param.device().is_cuda()) {
+    // The same rule from device ops: per unit (output channel), g ← g·min(1, λ·max(‖w‖, eps)/max(‖g‖, 1e-6)),
+    // applied only where ‖g‖ exceeds λ·max(‖w‖, eps).
+    std::vector<std::int64_t> dims;
+    for (std::int64_t d = param.dim() >= 2 ? 1 : 0; d < param.dim(); ++d) dims.push_back(d);
+    const Tensor max_norm = ops::mul(ops::clamp_min(ops::norm(param, dims, true), cfg.eps), cfg.clip_factor);
+    const Tensor g_norm = ops::norm(grad, dims, true);
+    const Tensor scale = ops::where(ops::gt(g_norm, max_norm),
+                                    ops::div(max_norm, ops::clamp_min(g_norm, kernels::kAgcGradNormFloor)),
+                                    ones({}, grad.dtype(), grad.device()));
+    Tensor gm = grad;
+    ops::mul_(gm, scale);
+    return;
+  }
   dispatch_floating(param.dtype(), "optim::agc", [&]<typename T>() {
     kernels::cpu::agc_clip<T>(units, n / units, param.data_ptr<T>(), grad.data_ptr<T>(), cfg);
   });

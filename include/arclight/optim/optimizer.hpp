@@ -87,6 +87,10 @@ inline double global_grad_norm(const std::vector<ParamGroup>& groups) {
     for (const auto& p : g.params) {
       const Tensor gr = p.grad();
       if (!gr.defined()) continue;
+      if (gr.device().is_cuda()) {  // reduced on the device; one scalar comes back
+        ss += ops::sum(ops::mul(gr, gr)).item();
+        continue;
+      }
       for (double v : gr.to_vector<double>()) ss += v * v;
     }
   return std::sqrt(ss);
@@ -112,8 +116,13 @@ class Optimizer {
       for (std::size_t i = 0; i < grp.params.size(); ++i) {
         const Tensor& p = grp.params[i];
         ARCLIGHT_CHECK(p.defined(), name_, "group ", g, " parameter ", i, " is undefined");
-        ARCLIGHT_CHECK(p.device().is_cpu() && is_floating(p.dtype()) && p.is_contiguous(), name_, "group ", g,
-                       " parameter ", i, " ", p.str(), ": expected a contiguous f32/f64 CPU tensor");
+        ARCLIGHT_CHECK(p.device() == groups_.front().params.front().device(), name_, "group ", g, " parameter ", i,
+                       " ", p.str(), " is on another device than the first parameter (",
+                       groups_.front().params.front().str(), "): move the whole model with Module::to first");
+        ARCLIGHT_CHECK(p.device().is_cpu() ? (p.dtype() == DType::f32 || p.dtype() == DType::f64) && p.is_contiguous()
+                                           : p.dtype() == DType::f32 && p.is_contiguous(),
+                       name_, "group ", g, " parameter ", i, " ", p.str(),
+                       ": expected a contiguous f32/f64 CPU tensor or a contiguous f32 CUDA tensor");
         ARCLIGHT_CHECK(p.is_leaf() && p.requires_grad(), name_, "group ", g, " parameter ", i, " ", p.str(),
                        ": expected a leaf that requires grad");
         ARCLIGHT_CHECK(seen.insert(&p.impl()).second, name_, "group ", g, " parameter ", i, " ", p.str(),

@@ -37,7 +37,12 @@ class SGD : public Optimizer {
     const kernels::SgdConfig cfg = kernel_config(lr, weight_decay);
     Tensor& buf = state_[k][0];
     const bool first = !buf.defined();
-    if (first && opt_.momentum != 0.0) buf = empty(param.shape(), param.dtype());
+    if (first && opt_.momentum != 0.0) buf = empty(param.shape(), param.dtype(), param.device());
+    if (param.device().is_cuda()) {
+      cuda::detail::sgd_step(param, grad, buf, first, cfg);
+      ++param_steps_[k];
+      return;
+    }
     dispatch_floating(param.dtype(), "optim::SGD", [&]<typename T>() {
       kernels::cpu::sgd_step<T>(param.numel(), param.data_ptr<T>(), grad.data_ptr<T>(),
                                 buf.defined() ? buf.data_ptr<T>() : nullptr, first, cfg);

@@ -1,0 +1,245 @@
+// The device side of the layer and head ops (conv, batch norm, activations, squeeze-excite, pooling, weight
+// standardisation, GEMM, GeM, the fused ArcMargin + label-smoothing cross-entropy): Tensor-level calls of the
+// CUDA launchers, as arclight/cuda/tensor_ops.hpp is for the elementwise core. The ops in include/arclight/ops/
+// validate shapes and record the backward; these functions take already-validated, contiguous device tensors,
+// fetch workspaces from the caching device allocator and launch on the legacy default stream.
+//
+// Without ARCLIGHT_WITH_CUDA each function throws "<op>: this build has no CUDA backend" (unreachable: no device
+// tensor exists in such a build), so the ops call them without #ifdefs.
+#pragma once
+
+#include <cstdint>
+
+#include "arclight/core/tensor.hpp"
+#include "kernels/common/activation_math.hpp"
+#include "kernels/common/arc_margin_math.hpp"
+#include "kernels/common/conv_shape.hpp"
+#include "kernels/common/gem_math.hpp"
+#include "kernels/common/optim_math.hpp"
+#include "kernels/common/softmax_math.hpp"
+
+namespace arclight::cuda::detail {
+
+#ifdef ARCLIGHT_WITH_CUDA
+#define ARCLIGHT_DEVICE_CALL(name, ...) __VA_ARGS__
+#else
+#define ARCLIGHT_DEVICE_CALL(name, ...) no_backend(name)
+#endif
+
+// A device byte buffer of at least `bytes` (for cuDNN workspaces), from the caching allocator.
+inline Tensor scratch_bytes(std::size_t bytes, Device dev) {
+  return empty({static_cast<std::int64_t>(bytes > 0 ? bytes : 1)}, DType::u8, dev);
+}
+
+// ---- pointwise and pooling ------------------------------------------------------------------------------
+
+inline void activation_forward(kernels::Activation act, const Tensor& x, const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("activation", kc::activation_forward(act, x.numel(), ptr<float>(x), ptr<float>(y), nullptr));
+}
+inline void activation_backward(kernels::Activation act, const Tensor& x, const Tensor& gy, const Tensor& gx) {
+  ARCLIGHT_DEVICE_CALL("activation_backward", kc::activation_backward(act, x.numel(), ptr<float>(x), ptr<float>(gy),
+                                                                      ptr<float>(gx), nullptr));
+}
+
+inline void se_scale_forward(std::int64_t n, std::int64_t c, std::int64_t hw, const Tensor& x, const Tensor& gate,
+                             const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("se_scale", kc::se_scale_forward(n, c, hw, ptr<float>(x), ptr<float>(gate), ptr<float>(y), nullptr));
+}
+inline void se_scale_backward(std::int64_t n, std::int64_t c, std::int64_t hw, const Tensor& x, const Tensor& gate,
+                              const Tensor& gy, const Tensor& gx, const Tensor& ggate) {
+  ARCLIGHT_DEVICE_CALL("se_scale_backward", kc::se_scale_backward(n, c, hw, ptr<float>(x), ptr<float>(gate),
+                                                                  ptr<float>(gy), ptr<float>(gx), ptr<float>(ggate),
+                                                                  nullptr));
+}
+
+inline void global_avg_pool_forward(std::int64_t planes, std::int64_t hw, const Tensor& x, const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("global_avg_pool", kc::global_avg_pool_forward(planes, hw, ptr<float>(x), ptr<float>(y), nullptr));
+}
+inline void global_avg_pool_backward(std::int64_t planes, std::int64_t hw, const Tensor& gy, const Tensor& gx) {
+  ARCLIGHT_DEVICE_CALL("global_avg_pool_backward",
+                       kc::global_avg_pool_backward(planes, hw, ptr<float>(gy), ptr<float>(gx), nullptr));
+}
+
+// ---- batch norm ---------------------------------------------------------------------------------------------
+
+struct BatchNormArgs {
+  std::int64_t n = 0, c = 0, inner = 1;
+  double eps = 1e-5, momentum = 0.1;
+  kernels::Activation act = kernels::Activation::Identity;
+};
+
+#ifdef ARCLIGHT_WITH_CUDA
+inline kc::BatchNormDims bn_dims(const BatchNormArgs& a) { return {a.n, a.c, a.inner}; }
+inline Tensor bn_workspace(const BatchNormArgs& a, Device dev) {
+  return scratch(kc::batch_norm_workspace_floats(bn_dims(a)), dev);
+}
+#endif
+
+inline void batch_norm_forward_train(const BatchNormArgs& a, const Tensor& x, const Tensor& w, const Tensor& b,
+                                     const Tensor& running_mean, const Tensor& running_var, const Tensor& y,
+                                     const Tensor& save_mean, const Tensor& save_invstd) {
+  ARCLIGHT_DEVICE_CALL("batch_norm", {
+    Tensor ws = bn_workspace(a, x.device());
+    kc::batch_norm_forward_train(bn_dims(a), ptr<float>(x), ptr<float>(w), ptr<float>(b), float(a.eps),
+                                 float(a.momentum), ptr<float>(running_mean), ptr<float>(running_var), ptr<float>(y),
+                                 ptr<float>(save_mean), ptr<float>(save_invstd), a.act, ptr<float>(ws), nullptr);
+  });
+}
+inline void batch_norm_forward_eval(const BatchNormArgs& a, const Tensor& x, const Tensor& w, const Tensor& b,
+                                    const Tensor& running_mean, const Tensor& running_var, const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("batch_norm", kc::batch_norm_forward_eval(bn_dims(a), ptr<float>(x), ptr<float>(w), ptr<float>(b),
+                                                                 float(a.eps), ptr<float>(running_mean),
+                                                                 ptr<float>(running_var), ptr<float>(y), a.act, nullptr));
+}
+inline void batch_norm_backward_train(const BatchNormArgs& a, const Tensor& x, const Tensor& gy, const Tensor& w,
+                                      const Tensor& b, const Tensor& save_mean, const Tensor& save_invstd,
+                                      const Tensor& gx, const Tensor& gw, const Tensor& gb) {
+  ARCLIGHT_DEVICE_CALL("batch_norm_backward", {
+    Tensor ws = bn_workspace(a, x.device());
+    kc::batch_norm_backward_train(bn_dims(a), ptr<float>(x), ptr<float>(gy), ptr<float>(w), ptr<float>(b),
+                                  ptr<float>(save_mean), ptr<float>(save_invstd), ptr<float>(gx), ptr<float>(gw),
+                                  ptr<float>(gb), a.act, ptr<float>(ws), nullptr);
+  });
+}
+inline void batch_norm_backward_eval(const BatchNormArgs& a, const Tensor& x, const Tensor& gy, const Tensor& w,
+                                     const Tensor& b, const Tensor& running_mean, const Tensor& running_var,
+                                     const Tensor& gx, const Tensor& gw, const Tensor& gb) {
+  ARCLIGHT_DEVICE_CALL("batch_norm_backward", {
+    Tensor ws = bn_workspace(a, x.device());
+    kc::batch_norm_backward_eval(bn_dims(a), ptr<float>(x), ptr<float>(gy), ptr<float>(w), ptr<float>(b), float(a.eps),
+                                 ptr<float>(running_mean), ptr<float>(running_var), ptr<float>(gx), ptr<float>(gw),
+                                 ptr<float>(gb), a.act, ptr<float>(ws), nullptr);
+  });
+}
+
+// ---- scaled weight standardisation ------------------------------------------------------------------------
+
+inline void ws_forward(std::int64_t c_out, std::int64_t fan_in, const Tensor& w, const Tensor& gain, double gamma,
+                       double eps, const Tensor& w_hat) {
+  ARCLIGHT_DEVICE_CALL("scaled_std_weight", kc::ws_forward(c_out, fan_in, ptr<float>(w), ptr<float>(gain), float(gamma),
+                                                           float(eps), ptr<float>(w_hat), nullptr));
+}
+inline void ws_backward(std::int64_t c_out, std::int64_t fan_in, const Tensor& w, const Tensor& gain, double gamma,
+                        double eps, const Tensor& gw_hat, const Tensor& gw, const Tensor& ggain) {
+  ARCLIGHT_DEVICE_CALL("scaled_std_weight_backward",
+                       kc::ws_backward(c_out, fan_in, ptr<float>(w), ptr<float>(gain), float(gamma), float(eps),
+                                       ptr<float>(gw_hat), ptr<float>(gw), ptr<float>(ggain), nullptr));
+}
+
+// ---- convolution (cuDNN) ------------------------------------------------------------------------------------
+
+// y = conv(x, w) (+ bias, float32): x, w, y of `dtype` (f32, or bf16 under autocast).
+inline void conv2d_forward(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias,
+                           const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("conv2d", {
+    const std::size_t bytes = kc::conv2d_workspace_bytes(s, x.dtype(), kc::ConvPass::kForward);
+    Tensor ws = scratch_bytes(bytes, x.device());
+    kc::conv2d_forward(s, x.dtype(), x.raw_data(), w.raw_data(), ptr<float>(bias), y.raw_data(), ws.raw_data(), bytes,
+                       nullptr);
+  });
+}
+inline void conv2d_backward_data(const kernels::Conv2dShape& s, const Tensor& gy, const Tensor& w, const Tensor& gx) {
+  ARCLIGHT_DEVICE_CALL("conv2d_backward", {
+    const std::size_t bytes = kc::conv2d_workspace_bytes(s, gy.dtype(), kc::ConvPass::kBackwardData);
+    Tensor ws = scratch_bytes(bytes, gy.device());
+    kc::conv2d_backward_data(s, gy.dtype(), gy.raw_data(), w.raw_data(), gx.raw_data(), ws.raw_data(), bytes, nullptr);
+  });
+}
+// gw (of x's dtype) and gbias (float32) may each be undefined to skip.
+inline void conv2d_backward_filter(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& gy, const Tensor& gw,
+                                   const Tensor& gbias) {
+  ARCLIGHT_DEVICE_CALL("conv2d_backward", {
+    const std::size_t bytes = kc::conv2d_workspace_bytes(s, x.dtype(), kc::ConvPass::kBackwardFilter);
+    Tensor ws = scratch_bytes(bytes, x.device());
+    kc::conv2d_backward_filter(s, x.dtype(), x.raw_data(), gy.raw_data(), gw.defined() ? gw.raw_data() : nullptr,
+                               ptr<float>(gbias), ws.raw_data(), bytes, nullptr);
+  });
+}
+
+// ---- GEMM (cuBLAS) -------------------------------------------------------------------------------------------
+
+// C[i] = op(A[i])·op(B[i]) for `batch` row-major matrices (kernels::cuda::gemm_strided_batched's contract);
+// A and B of `dtype` (f32 or bf16), C float32.
+inline void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const Tensor& a,
+                         std::int64_t lda, std::int64_t stride_a, const Tensor& b, std::int64_t ldb,
+                         std::int64_t stride_b, const Tensor& c, std::int64_t batch) {
+  ARCLIGHT_DEVICE_CALL("matmul", kc::gemm_strided_batched(trans_a, trans_b, m, n, k, 1.0f, a.raw_data(), lda, stride_a,
+                                                          b.raw_data(), ldb, stride_b, 0.0f, ptr<float>(c), n, m * n,
+                                                          batch, a.dtype(), nullptr));
+}
+
+// ---- GeM ------------------------------------------------------------------------------------------------------
+
+inline void gem_forward(const kernels::GemShape& s, const Tensor& x, const Tensor& p, double eps, const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("gem", kc::gem_forward(s, ptr<float>(x), ptr<float>(p), float(eps), ptr<float>(y), nullptr));
+}
+inline void gem_backward(const kernels::GemShape& s, const Tensor& x, const Tensor& gy, const Tensor& p, double eps,
+                         const Tensor& gx, const Tensor& gp) {
+  ARCLIGHT_DEVICE_CALL("gem_backward", {
+    Tensor ws = gp.defined() ? scratch(kc::gem_backward_workspace_floats(s), x.device()) : Tensor();
+    kc::gem_backward(s, ptr<float>(x), ptr<float>(gy), ptr<float>(p), float(eps), ptr<float>(gx), ptr<float>(gp),
+                     ptr<float>(ws), nullptr);
+  });
+}
+
+// ---- the fused ArcMargin + label-smoothing cross-entropy ------------------------------------------------------
+
+// loss (n floats or 1) and, when grad_cos is defined, d loss/d cos for a unit upstream gradient.
+inline void arc_margin_cross_entropy_forward(const kernels::ArcMarginShape& s, const kernels::ArcMarginConfig& arc,
+                                             const kernels::CrossEntropyConfig& ce, const Tensor& cos,
+                                             const Tensor& labels, const Tensor& class_margins,
+                                             const Tensor& class_weights, const Tensor& loss, const Tensor& grad_cos) {
+  ARCLIGHT_DEVICE_CALL("arc_margin_cross_entropy", {
+    Tensor ws = scratch(kc::cross_entropy_workspace_floats(s.n), cos.device());
+    kc::arc_margin_cross_entropy_forward(s, arc, ce, ptr<float>(cos), ptr<std::int64_t>(labels),
+                                         ptr<float>(class_margins), ptr<float>(class_weights), ptr<float>(loss),
+                                         ptr<float>(grad_cos), ptr<float>(ws), nullptr);
+  });
+}
+
+// grad_cos = d(Σ grad_loss·loss)/d cos, recomputed from cos (grad_loss: n floats for reduction none, else 1).
+inline void arc_margin_cross_entropy_backward(const kernels::ArcMarginShape& s, const kernels::ArcMarginConfig& arc,
+                                              const kernels::CrossEntropyConfig& ce, const Tensor& cos,
+                                              const Tensor& labels, const Tensor& class_margins,
+                                              const Tensor& class_weights, const Tensor& grad_loss,
+                                              const Tensor& grad_cos) {
+  ARCLIGHT_DEVICE_CALL("arc_margin_cross_entropy_backward", {
+    Tensor ws = scratch(kc::cross_entropy_workspace_floats(s.n), cos.device());
+    kc::arc_margin_cross_entropy_backward(s, arc, ce, ptr<float>(cos), ptr<std::int64_t>(labels),
+                                          ptr<float>(class_margins), ptr<float>(class_weights), ptr<float>(grad_loss),
+                                          ptr<float>(grad_cos), ptr<float>(ws), nullptr);
+  });
+}
+
+// ---- optimizer steps (one parameter per launch; the kernels are multi-tensor) ---------------------------------
+
+// AdamW in place on one float32 device parameter (exp_avg, exp_avg_sq, max_exp_avg_sq: contiguous, its shape).
+inline void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor& vmax,
+                       std::int64_t step, const kernels::AdamWConfig& cfg) {
+  ARCLIGHT_DEVICE_CALL("optim::AdamW", {
+    kc::OptimTensor t;
+    t.param = ptr<float>(param);
+    t.grad = ptr<float>(grad);
+    t.buf0 = ptr<float>(m);
+    t.buf1 = ptr<float>(v);
+    t.buf2 = ptr<float>(vmax);
+    t.count = param.numel();
+    kc::adamw_step(&t, 1, cfg, step, nullptr, nullptr);
+  });
+}
+// SGD in place on one float32 device parameter (momentum buffer undefined when momentum == 0).
+inline void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& buf, bool first_step,
+                     const kernels::SgdConfig& cfg) {
+  ARCLIGHT_DEVICE_CALL("optim::SGD", {
+    kc::OptimTensor t;
+    t.param = ptr<float>(param);
+    t.grad = ptr<float>(grad);
+    t.buf0 = ptr<float>(buf);
+    t.count = param.numel();
+    kc::sgd_step(&t, 1, cfg, first_step, nullptr, nullptr);
+  });
+}
+
+#undef ARCLIGHT_DEVICE_CALL
+
+}  // namespace arclight::cuda::detail

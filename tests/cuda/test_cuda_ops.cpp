@@ -1,0 +1,479 @@
+// The op layer on CUDA tensors against the same ops on the CPU (label `cuda`; every test skips without a GPU):
+// elementwise arithmetic with broadcasting and strided operands, comparisons and where, reductions, views and
+// copies, dtype conversion, autograd through device ops, the conv-block ops (cuDNN conv2d with "same" padding,
+// groups and bias; batch norm with a fused activation in train and eval mode; squeeze-excite; pooling; weight
+// standardisation), the head (GeM, cosine logits, the fused ArcMargin + LS-CE), the optimizers, Module::to, and
+// a whole efficientnet_b0 embedding network trained one step on both devices from the same weights, in float32
+// and under bf16 autocast.
+//
+// Device outputs come from the caching allocator, so before each comparison the cache is filled with NaN blocks
+// (poison_cache): an output element a kernel forgets to write stays NaN and fails the comparison.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "arclight/arclight.hpp"
+#include "arclight/cuda/dnn.hpp"
+#include "arclight/cuda/runtime.hpp"
+#include "arclight/models/embedding_net.hpp"
+#include "arclight/nn/gem.hpp"
+#include "arclight/optim/adamw.hpp"
+#include "arclight/optim/sgd.hpp"
+#include "cuda/cuda_test_util.hpp"
+
+namespace {
+
+using namespace arclight;
+using arclight::testing::cuda::fresh_seed;
+
+const Device kGpu = Device::cuda(0);
+
+// Allocates and frees NaN-filled device blocks of many sizes, so the next allocations the ops make start as NaN.
+void poison_cache() {
+  std::vector<Tensor> blocks;
+  for (std::int64_t n = 1; n <= (std::int64_t(1) << 22); n *= 2) {
+    Tensor t = empty({n + n / 3}, DType::f32, kGpu);
+    fill_(t, std::nan(""));
+    blocks.push_back(t);
+  }
+}
+
+// A CPU f32 tensor of `shape` with fresh values in [lo, hi) (never all zeros).
+Tensor rand_cpu(const Shape& shape, std::uint64_t seed, double lo = -2.0, double hi = 2.0) {
+  Generator g(seed);
+  return rand(shape, DType::f32, g, lo, hi);
+}
+
+// |gpu − cpu| <= atol + rtol·|cpu| elementwise (NaN never matches), reporting the worst element.
+::testing::AssertionResult same(const Tensor& gpu, const Tensor& cpu, double rtol, double atol) {
+  if (!gpu.defined() || !cpu.defined()) return ::testing::AssertionFailure() << "undefined tensor";
+  if (gpu.shape() != cpu.shape())
+    return ::testing::AssertionFailure() << "shape " << shape_str(gpu.shape()) << " vs " << shape_str(cpu.shape());
+  if (!gpu.device().is_cuda()) return ::testing::AssertionFailure() << "result is not on the GPU: " << gpu.str();
+  const auto g = gpu.to(Device::cpu()).to_vector<double>();
+  const auto c = cpu.to_vector<double>();
+  std::size_t worst = 0;
+  double excess = -1;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double tol = atol + rtol * std::abs(c[i]);
+    const double err = (std::isnan(g[i]) != std::isnan(c[i])) ? INFINITY : (std::isnan(c[i]) ? 0 : std::abs(g[i] - c[i]));
+    if (err - tol > excess) {
+      excess = err - tol;
+      worst = i;
+    }
+  }
+  if (excess > 0)
+    return ::testing::AssertionFailure() << "element " << worst << ": gpu " << g[worst] << " vs cpu " << c[worst]
+                                         << " (" << g.size() << " elements)";
+  return ::testing::AssertionSuccess();
+}
+
+// ‖a − b‖ / ‖b‖ over all elements (a on the GPU, b on the CPU).
+double rel_l2(const Tensor& gpu, const Tensor& cpu) {
+  const auto g = gpu.to(Device::cpu()).to_vector<double>();
+  const auto c = cpu.to_vector<double>();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    num += (g[i] - c[i]) * (g[i] - c[i]);
+    den += c[i] * c[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+Tensor leaf_like(const Tensor& cpu, Device dev) {
+  Tensor t = cpu.to(dev).detach();
+  if (dev.is_cpu()) t = ops::clone(cpu).detach();
+  t.set_requires_grad(true);
+  return t;
+}
+
+// Host logic, no GPU needed: the launch layout ew_layout builds (size-1 dims dropped, dims contiguous in every
+// operand merged, broadcast dims with stride 0) addresses exactly the elements the logical row-major walk does.
+TEST(CudaOpsHost, ElementwiseLayoutAddressesEveryElementLikeTheLogicalWalk) {
+  struct Case {
+    Tensor out, a, b;
+  };
+  const Tensor base = zeros({4, 1, 6, 5});
+  const std::vector<Case> cases = {
+      {zeros({4, 3, 6, 5}), zeros({4, 3, 6, 5}), zeros({5})},                                 // merge all but b
+      {zeros({4, 3, 6, 5}), ops::permute(zeros({5, 6, 3, 4}), {3, 2, 1, 0}), zeros({3, 1, 1})},
+      {zeros({4, 1, 6, 5}), ops::slice(zeros({4, 1, 12, 5}), 2, 0, 12, 2), base},             // strided rows
+      {zeros({2, 2, 2, 2, 2, 2, 2, 2, 2, 2}), zeros({2, 2, 2, 2, 2, 2, 2, 2, 2, 2}), zeros({})},  // rank 10, mergeable
+      {zeros({}), zeros({}), zeros({})},
+  };
+  for (std::size_t k = 0; k < cases.size(); ++k) {
+    SCOPED_TRACE("case " + std::to_string(k));
+    const Case& c = cases[k];
+    const auto L = arclight::cuda::detail::ew_layout<3>(c.out.shape(), {&c.out, &c.a, &c.b}, "test");
+    EXPECT_EQ(L.numel(), c.out.numel());
+    // logical walk: offsets of each operand per linear output index
+    const Shape& shape = c.out.shape();
+    const int nd = static_cast<int>(shape.size());
+    std::vector<std::array<std::int64_t, 3>> want(static_cast<std::size_t>(c.out.numel()));
+    const std::array<const Tensor*, 3> ts = {&c.out, &c.a, &c.b};
+    for (std::int64_t i = 0; i < c.out.numel(); ++i) {
+      std::int64_t rem = i;
+      std::array<std::int64_t, 3> off{};
+      for (int d = nd - 1; d >= 0; --d) {
+        const std::int64_t idx = rem % shape[d];
+        rem /= shape[d];
+        for (int o = 0; o < 3; ++o) {
+          const int lead = nd - static_cast<int>(ts[o]->dim());
+          if (d >= lead && ts[o]->shape()[d - lead] != 1) off[o] += idx * ts[o]->strides()[d - lead];
+        }
+      }
+      want[static_cast<std::size_t>(i)] = off;
+    }
+    for (std::int64_t i = 0; i < L.numel(); ++i) {
+      std::int64_t rem = i;
+      std::array<std::int64_t, 3> off{};
+      for (int d = L.ndim - 1; d >= 0; --d) {
+        const std::int64_t idx = rem % L.sizes[d];
+        rem /= L.sizes[d];
+        for (int o = 0; o < 3; ++o) off[o] += idx * L.strides[o][d];
+      }
+      ASSERT_EQ(off, want[static_cast<std::size_t>(i)]) << "linear index " << i << " (layout ndim " << L.ndim << ")";
+    }
+  }
+  // an unmergeable rank above the kernels' limit is refused with the op's name
+  Tensor big = zeros({2, 2, 2, 2, 2, 2, 2, 2, 2, 2});
+  Tensor perm = ops::permute(big, {9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+  EXPECT_THROW((arclight::cuda::detail::ew_layout<2>(big.shape(), {&big, &perm}, "add")), arclight::Error);
+}
+
+TEST(CudaOps, ElementwiseWithBroadcastAndStridedOperands) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  const Tensor a = rand_cpu({4, 5, 6}, seed), b = rand_cpu({5, 1}, seed + 1, 0.5, 2.0);
+  const Tensor at = ops::transpose(rand_cpu({6, 5, 4}, seed + 2), 0, 2);  // non-contiguous [4, 5, 6]
+  const Tensor ga = a.to(kGpu), gb = b.to(kGpu), gat = ops::transpose(rand_cpu({6, 5, 4}, seed + 2).to(kGpu), 0, 2);
+  poison_cache();
+  EXPECT_TRUE(same(ops::add(ga, gb), ops::add(a, b), 0, 0));
+  EXPECT_TRUE(same(ops::sub(gat, gb), ops::sub(at, b), 0, 0));
+  EXPECT_TRUE(same(ops::mul(ga, gat), ops::mul(a, at), 0, 0));
+  EXPECT_TRUE(same(ops::div(ga, gb), ops::div(a, b), 1e-6, 0));
+  EXPECT_TRUE(same(ops::add(ga, 1.5), ops::add(a, 1.5), 0, 0));
+  EXPECT_TRUE(same(ops::rsub(2.0, ga), ops::rsub(2.0, a), 0, 0));
+  EXPECT_TRUE(same(ops::exp(ga), ops::exp(a), 1e-6, 0));
+  EXPECT_TRUE(same(ops::log(gb), ops::log(b), 1e-6, 1e-7));
+  EXPECT_TRUE(same(ops::sqrt(gb), ops::sqrt(b), 1e-6, 0));
+  EXPECT_TRUE(same(ops::rsqrt(gb), ops::rsqrt(b), 1e-6, 0));
+  EXPECT_TRUE(same(ops::abs(gat), ops::abs(at), 0, 0));
+  EXPECT_TRUE(same(ops::neg(gat), ops::neg(at), 0, 0));
+  EXPECT_TRUE(same(ops::sign(ga), ops::sign(a), 0, 0));
+  EXPECT_TRUE(same(ops::pow(gb, 2.5), ops::pow(b, 2.5), 1e-5, 0));
+  EXPECT_TRUE(same(ops::pow(gb, gb), ops::pow(b, b), 1e-5, 0));
+  EXPECT_TRUE(same(ops::clamp(ga, -0.5, 0.7), ops::clamp(a, -0.5, 0.7), 0, 0));
+  EXPECT_TRUE(same(ops::clamp_min(gat, 0.1), ops::clamp_min(at, 0.1), 0, 0));
+  EXPECT_TRUE(same(ops::maximum(ga, gat), ops::maximum(a, at), 0, 0));
+  EXPECT_TRUE(same(ops::minimum(ga, gb), ops::minimum(a, b), 0, 0));
+  EXPECT_TRUE(same(ops::to(ops::gt(ga, gb), DType::f32), ops::to(ops::gt(a, b), DType::f32), 0, 0))
+      << "comparisons give u8 masks; compared after conversion";
+  // where with a broadcast condition, and in-place updates
+  const Tensor cond = ops::lt(a, 0.0), gcond = ops::lt(ga, 0.0);
+  EXPECT_TRUE(same(ops::where(gcond, ga, gb), ops::where(cond, a, b), 0, 0));
+  Tensor u = ops::clone(a), gu = ops::clone(ga);
+  ops::mul_(u, b);
+  ops::mul_(gu, gb);
+  ops::add_(u, 0.25);
+  ops::add_(gu, 0.25);
+  EXPECT_TRUE(same(gu, u, 0, 0));
+}
+
+TEST(CudaOps, ReductionsViewsCopiesAndConversions) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  const Tensor x = rand_cpu({3, 7, 5, 9}, seed);
+  const Tensor gx = x.to(kGpu);
+  poison_cache();
+  EXPECT_TRUE(same(ops::sum(gx), ops::sum(x), 1e-5, 1e-5));
+  EXPECT_TRUE(same(ops::sum(gx, {0, 2}), ops::sum(x, {0, 2}), 1e-5, 1e-5));
+  EXPECT_TRUE(same(ops::mean(gx, {1, 3}, true), ops::mean(x, {1, 3}, true), 1e-5, 1e-6));
+  EXPECT_TRUE(same(ops::amax(gx, {1}), ops::amax(x, {1}), 0, 0));
+  EXPECT_TRUE(same(ops::amin(gx, {3}), ops::amin(x, {3}), 0, 0));
+  // views are metadata; contiguous() of a permuted view gathers on the device
+  const Tensor perm = ops::contiguous(ops::permute(x, {2, 0, 3, 1}));
+  EXPECT_TRUE(same(ops::contiguous(ops::permute(gx, {2, 0, 3, 1})), perm, 0, 0));
+  EXPECT_TRUE(same(ops::reshape(ops::slice(gx, 1, 1, 6, 2), {3, -1}), ops::reshape(ops::slice(x, 1, 1, 6, 2), {3, -1}), 0, 0));
+  // copy_ with broadcasting and across devices
+  Tensor dst = zeros({3, 7, 5, 9}, DType::f32, kGpu);
+  Tensor row = rand_cpu({9}, seed + 3);
+  ops::copy_(dst, row);  // host -> device, broadcast
+  EXPECT_TRUE(same(dst, ops::contiguous(ops::expand(row, {3, 7, 5, 9})), 0, 0));
+  // f32 <-> bf16 round trip equals the host rounding
+  const Tensor back = ops::to(ops::to(gx, DType::bf16), DType::f32);
+  const auto want = arclight::cuda::round_to_bf16(x.to_vector<float>());
+  const auto got = back.to(Device::cpu()).to_vector<float>();
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "element " << i;
+  // fills and factories on the device
+  EXPECT_TRUE(same(full({4, 3}, 2.5, DType::f32, kGpu), full({4, 3}, 2.5), 0, 0));
+  EXPECT_EQ(ones({2}, DType::i64, kGpu).to(Device::cpu()).to_vector<std::int64_t>(), (std::vector<std::int64_t>{1, 1}));
+}
+
+TEST(CudaOps, AutogradThroughDeviceOpsMatchesTheCpu) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  const Tensor x0 = rand_cpu({6, 8}, seed), w0 = rand_cpu({5, 8}, seed + 1), b0 = rand_cpu({5}, seed + 2);
+  auto loss_of = [](const Tensor& x, const Tensor& w, const Tensor& b) {
+    Tensor h = ops::linear(ops::l2_normalize(x, 1), w, b);  // mm + broadcast add
+    h = ops::maximum(h, ops::mul(h, 0.1));                  // leaky max, ties share
+    return ops::mean(ops::mul(ops::exp(ops::clamp(h, -3.0, 3.0)), ops::amax(h, {1}, true)));
+  };
+  Tensor x = leaf_like(x0, Device::cpu()), w = leaf_like(w0, Device::cpu()), b = leaf_like(b0, Device::cpu());
+  Tensor gx = leaf_like(x0, kGpu), gw = leaf_like(w0, kGpu), gb = leaf_like(b0, kGpu);
+  Tensor l = loss_of(x, w, b), gl = loss_of(gx, gw, gb);
+  l.backward();
+  gl.backward();
+  EXPECT_TRUE(same(gl, l, 1e-5, 1e-6));
+  EXPECT_TRUE(same(gx.grad(), x.grad(), 1e-4, 1e-6));
+  EXPECT_TRUE(same(gw.grad(), w.grad(), 1e-4, 1e-6));
+  EXPECT_TRUE(same(gb.grad(), b.grad(), 1e-4, 1e-6));
+}
+
+TEST(CudaOps, ConvBlockOpsForwardAndBackward) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  struct Case {
+    Shape x, w;
+    ops::Conv2dParams p;
+    bool bias;
+  };
+  const std::vector<Case> cases = {
+      {{2, 3, 17, 15}, {8, 3, 3, 3}, ops::conv2d_params_same(2), false},  // TF "same", asymmetric pad
+      {{2, 8, 9, 9}, {8, 1, 5, 5}, ops::conv2d_params(1, 2, 1, 8), false},  // depthwise
+      {{2, 8, 6, 6}, {12, 8, 1, 1}, ops::conv2d_params(), true},           // 1x1 with bias (SE convs)
+      {{1, 4, 10, 12}, {6, 2, 3, 3}, ops::conv2d_params(1, 2, 2, 2), true},  // groups 2, dilation 2
+  };
+  for (std::size_t k = 0; k < cases.size(); ++k) {
+    SCOPED_TRACE("case " + std::to_string(k));
+    const Case& c = cases[k];
+    const Tensor x0 = rand_cpu(c.x, seed + 10 * k), w0 = rand_cpu(c.w, seed + 10 * k + 1, -0.5, 0.5);
+    const Tensor b0 = c.bias ? rand_cpu({c.w[0]}, seed + 10 * k + 2) : Tensor();
+    Tensor x = leaf_like(x0, Device::cpu()), w = leaf_like(w0, Device::cpu());
+    Tensor gx = leaf_like(x0, kGpu), gw = leaf_like(w0, kGpu);
+    Tensor b = c.bias ? leaf_like(b0, Device::cpu()) : Tensor(), gb = c.bias ? leaf_like(b0, kGpu) : Tensor();
+    const Tensor r = rand_cpu({1}, seed + 10 * k + 3, 0.5, 1.5);  // a fixed projection scale
+    poison_cache();
+    Tensor y = ops::conv2d(x, w, b, c.p), gy = ops::conv2d(gx, gw, gb, c.p);
+    EXPECT_TRUE(same(gy, y, 1e-4, 1e-4));
+    const Tensor proj = rand_cpu(y.shape(), seed + 10 * k + 4);
+    ops::sum(ops::mul(y, proj)).backward();
+    ops::sum(ops::mul(gy, proj.to(kGpu))).backward();
+    EXPECT_LT(rel_l2(gx.grad(), x.grad()), 1e-4);
+    EXPECT_LT(rel_l2(gw.grad(), w.grad()), 1e-4);
+    if (c.bias) EXPECT_LT(rel_l2(gb.grad(), b.grad()), 1e-5);
+    (void)r;
+  }
+}
+
+TEST(CudaOps, BatchNormActSeGemAndWeightStandardisation) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  const Tensor x0 = rand_cpu({4, 6, 7, 5}, seed, -1.0, 3.0);
+  const Tensor w0 = rand_cpu({6}, seed + 1, 0.5, 1.5), b0 = rand_cpu({6}, seed + 2);
+  for (bool training : {true, false}) {
+    SCOPED_TRACE(training ? "train" : "eval");
+    Tensor rm = rand_cpu({6}, seed + 3), rv = rand_cpu({6}, seed + 4, 0.5, 2.0);
+    Tensor grm = rm.to(kGpu), grv = rv.to(kGpu);
+    Tensor x = leaf_like(x0, Device::cpu()), w = leaf_like(w0, Device::cpu()), b = leaf_like(b0, Device::cpu());
+    Tensor gx = leaf_like(x0, kGpu), gw = leaf_like(w0, kGpu), gb = leaf_like(b0, kGpu);
+    poison_cache();
+    Tensor y = ops::batch_norm(x, w, b, rm, rv, training, 0.1, 1e-5, ops::Activation::SiLU);
+    Tensor gy = ops::batch_norm(gx, gw, gb, grm, grv, training, 0.1, 1e-5, ops::Activation::SiLU);
+    EXPECT_TRUE(same(gy, y, 1e-4, 1e-5));
+    EXPECT_TRUE(same(grm, rm, 1e-5, 1e-6));
+    EXPECT_TRUE(same(grv, rv, 1e-5, 1e-6));
+    // squeeze-excite on top: gate = sigmoid(global_avg_pool(y)), y·gate, then GeM
+    Tensor p = leaf_like(full({1}, 3.0), Device::cpu()), gp = leaf_like(full({1}, 3.0), kGpu);
+    auto head = [](const Tensor& t, const Tensor& pp) {
+      Tensor gate = ops::sigmoid(ops::global_avg_pool(t));
+      return ops::gem(ops::activation(ops::se_scale(t, gate), ops::Activation::ReLU), pp, 1e-6);
+    };
+    Tensor h = head(y, p), gh = head(gy, gp);
+    EXPECT_TRUE(same(gh, h, 1e-4, 1e-5));
+    const Tensor proj = rand_cpu(h.shape(), seed + 5);
+    ops::sum(ops::mul(h, proj)).backward();
+    ops::sum(ops::mul(gh, proj.to(kGpu))).backward();
+    EXPECT_LT(rel_l2(gx.grad(), x.grad()), 1e-3);
+    EXPECT_LT(rel_l2(gw.grad(), w.grad()), 1e-3);
+    EXPECT_LT(rel_l2(gb.grad(), b.grad()), 1e-3);
+    EXPECT_LT(rel_l2(gp.grad(), p.grad()), 1e-3);
+  }
+  // NFNet's weight standardisation, differentiable to w and gain
+  const Tensor cw0 = rand_cpu({8, 4, 3, 3}, seed + 6), gain0 = rand_cpu({8, 1, 1, 1}, seed + 7, 0.5, 1.5);
+  Tensor cw = leaf_like(cw0, Device::cpu()), gain = leaf_like(gain0, Device::cpu());
+  Tensor gcw = leaf_like(cw0, kGpu), ggain = leaf_like(gain0, kGpu);
+  Tensor s = ops::scaled_std_weight(cw, gain, 1.7, 1e-4 * 36), gs = ops::scaled_std_weight(gcw, ggain, 1.7, 1e-4 * 36);
+  EXPECT_TRUE(same(gs, s, 1e-4, 1e-5));
+  const Tensor proj = rand_cpu(s.shape(), seed + 8);
+  ops::sum(ops::mul(s, proj)).backward();
+  ops::sum(ops::mul(gs, proj.to(kGpu))).backward();
+  EXPECT_LT(rel_l2(gcw.grad(), cw.grad()), 1e-4);
+  EXPECT_LT(rel_l2(ggain.grad(), gain.grad()), 1e-4);
+}
+
+TEST(CudaOps, CosineLogitsAndFusedArcMarginLoss) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  const std::int64_t n = 16, d = 32, classes = 37;
+  const Tensor e0 = rand_cpu({n, d}, seed), w0 = rand_cpu({classes, d}, seed + 1);
+  std::mt19937_64 g(seed + 2);
+  std::vector<double> labels(n);
+  for (auto& v : labels) v = double(std::uniform_int_distribution<int>(0, int(classes) - 1)(g));
+  const Tensor y = ops::to(from_vector(labels, {n}, DType::f64), DType::i64);
+  ops::ArcMarginConfig arc;
+  arc.scale = 30.0;
+  arc.margin = 0.5;
+  for (auto red : {ops::Reduction::kMean, ops::Reduction::kNone}) {
+    SCOPED_TRACE(red == ops::Reduction::kMean ? "mean" : "none");
+    ops::CrossEntropyConfig ce;
+    ce.label_smoothing = 0.1;
+    ce.reduction = red;
+    Tensor e = leaf_like(e0, Device::cpu()), w = leaf_like(w0, Device::cpu());
+    Tensor ge = leaf_like(e0, kGpu), gw = leaf_like(w0, kGpu);
+    poison_cache();
+    Tensor cos = ops::cosine_logits(e, w), gcos = ops::cosine_logits(ge, gw);
+    EXPECT_TRUE(same(gcos, cos, 1e-5, 1e-6));
+    Tensor l = ops::arc_margin_cross_entropy(cos, y, arc, ce), gl = ops::arc_margin_cross_entropy(gcos, y.to(kGpu), arc, ce);
+    EXPECT_TRUE(same(gl, l, 1e-4, 1e-5));
+    const Tensor up = red == ops::Reduction::kNone ? rand_cpu({n}, seed + 3, 0.5, 1.5) : Tensor();
+    if (up.defined()) {
+      ops::sum(ops::mul(l, up)).backward();
+      ops::sum(ops::mul(gl, up.to(kGpu))).backward();
+    } else {
+      l.backward();
+      gl.backward();
+    }
+    EXPECT_LT(rel_l2(ge.grad(), e.grad()), 1e-4);
+    EXPECT_LT(rel_l2(gw.grad(), w.grad()), 1e-4);
+  }
+}
+
+TEST(CudaOps, OptimizersAndModuleToRoundTrip) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  for (int which = 0; which < 2; ++which) {
+    SCOPED_TRACE(which == 0 ? "AdamW" : "SGD nesterov");
+    const Tensor p0 = rand_cpu({33, 7}, seed + which);
+    Tensor p = leaf_like(p0, Device::cpu()), gp = leaf_like(p0, kGpu);
+    std::unique_ptr<optim::Optimizer> opt, gopt;
+    if (which == 0) {
+      optim::AdamWOptions o;
+      o.lr = 1e-2;
+      opt = std::make_unique<optim::AdamW>(std::vector<Tensor>{p}, o);
+      gopt = std::make_unique<optim::AdamW>(std::vector<Tensor>{gp}, o);
+    } else {
+      optim::SgdOptions o;
+      o.lr = 1e-2;
+      o.momentum = 0.9;
+      o.nesterov = true;
+      o.weight_decay = 1e-3;
+      opt = std::make_unique<optim::SGD>(std::vector<Tensor>{p}, o);
+      gopt = std::make_unique<optim::SGD>(std::vector<Tensor>{gp}, o);
+    }
+    for (int step = 0; step < 3; ++step) {
+      const Tensor target = rand_cpu({33, 7}, seed + 100 + step);
+      ops::sum(ops::mul(ops::sub(p, target), ops::sub(p, target))).backward();
+      ops::sum(ops::mul(ops::sub(gp, target.to(kGpu)), ops::sub(gp, target.to(kGpu)))).backward();
+      opt->step();
+      gopt->step();
+      opt->zero_grad();
+      gopt->zero_grad();
+    }
+    EXPECT_TRUE(same(gp, p, 1e-5, 1e-6));
+  }
+  // Module::to moves parameters and buffers in place and back without changing a bit.
+  nn::BatchNorm2d bn(5);
+  {
+    NoGradGuard ng;
+    Tensor w = bn.state_dict()[0].second;
+    ops::copy_(w, rand_cpu({5}, seed + 7));
+  }
+  const auto before = bn.state_dict()[0].second.to_vector<float>();
+  bn.to(kGpu);
+  EXPECT_TRUE(bn.device().is_cuda());
+  for (auto& [name, t] : bn.state_dict())
+    EXPECT_EQ(t.device().is_cuda(), is_floating(t.dtype())) << name << " " << t.str();
+  bn.to(Device::cpu());
+  EXPECT_EQ(bn.state_dict()[0].second.to_vector<float>(), before);
+}
+
+// The whole retrieval model: the same efficientnet_b0 embedding network (same seed) on both devices, one
+// training step (loss, every parameter's gradient, the AdamW update), then the embedding in eval mode.
+TEST(CudaOps, EfficientNetEmbeddingTrainStepMatchesTheCpu) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  auto make = [](Generator& gen) {
+    models::EmbeddingNetConfig cfg;
+    cfg.backbone = "efficientnet_b0";
+    cfg.backbone_options.generator = &gen;
+    cfg.backbone_options.drop_path_rate = 0.2;  // drop-path masks drawn on the host: the same on both devices
+    cfg.embedding_dim = 64;
+    cfg.prelu = false;
+    cfg.num_classes = 12;
+    return std::make_unique<models::EmbeddingNet>(cfg);
+  };
+  Generator g1(seed), g2(seed);
+  auto net = make(g1);
+  auto gnet = make(g2);
+  gnet->to(kGpu);
+  const Tensor x = rand_cpu({6, 3, 64, 64}, seed + 1);
+  std::vector<double> lab = {0, 3, 5, 11, 3, 7};
+  const Tensor y = ops::to(from_vector(lab, {6}, DType::f64), DType::i64);
+  ops::CrossEntropyConfig ce;
+  ce.label_smoothing = 0.1;
+  net->train();
+  gnet->train();
+  Tensor l = net->loss(x, y, ce), gl = gnet->loss(x.to(kGpu), y.to(kGpu), ce);
+  EXPECT_TRUE(same(gl, l, 1e-3, 1e-4));
+  l.backward();
+  gl.backward();
+  const auto cp = net->named_parameters(), gp = gnet->named_parameters();
+  ASSERT_EQ(cp.size(), gp.size());
+  int checked = 0;
+  for (std::size_t i = 0; i < cp.size(); ++i) {
+    if (!cp[i].tensor.grad().defined()) continue;
+    ASSERT_TRUE(gp[i].tensor.grad().defined()) << cp[i].name;
+    EXPECT_LT(rel_l2(gp[i].tensor.grad(), cp[i].tensor.grad()), 2e-3) << cp[i].name;
+    ++checked;
+  }
+  EXPECT_GT(checked, 100);
+  optim::AdamWOptions o;
+  optim::AdamW opt(optim::param_groups(*net, o.weight_decay), o), gopt(optim::param_groups(*gnet, o.weight_decay), o);
+  opt.step();
+  gopt.step();
+  for (std::size_t i = 0; i < cp.size(); ++i) EXPECT_LT(rel_l2(gp[i].tensor, cp[i].tensor), 1e-4) << cp[i].name;
+  // running statistics were updated on both devices
+  const auto cb = net->named_buffers(), gb = gnet->named_buffers();
+  for (std::size_t i = 0; i < cb.size(); ++i)
+    if (is_floating(cb[i].second.dtype())) EXPECT_LT(rel_l2(gb[i].second, cb[i].second), 1e-3) << cb[i].first;
+  EXPECT_LT(rel_l2(gnet->embed(x.to(kGpu)), net->embed(x)), 2e-3);
+
+  // bf16 autocast: the same step stays finite and close to float32 (bf16 has 8 bits of mantissa).
+  Tensor l16;
+  {
+    arclight::cuda::AutocastScope amp(DType::bf16);
+    l16 = gnet->loss(x.to(kGpu), y.to(kGpu), ce);
+    l16.backward();
+  }
+  const double v16 = l16.item(), v32 = net->loss(x, y, ce).item();
+  EXPECT_TRUE(std::isfinite(v16));
+  EXPECT_NEAR(v16, v32, 0.05 * std::abs(v32) + 0.05);
+  for (auto& p : gnet->named_parameters())
+    if (p.tensor.grad().defined()) EXPECT_TRUE(std::isfinite(ops::sum(ops::abs(p.tensor.grad())).item())) << p.name;
+}
+
+}  // namespace
