@@ -18,3 +18,4 @@
 #include "kernels/cuda/dnn.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/conv_blocks.cuh"
+#include "kernels/cuda/pooling.cuh"

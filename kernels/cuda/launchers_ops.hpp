@@ -1,8 +1,8 @@
 // Host-side declarations of the CUDA kernels behind the op layer's device dispatch (include/arclight/ops/ run
 // an op on the GPU when its tensors live there): strided elementwise math, copies and dtype conversion, fills,
-// reductions (kernels/cuda/elementwise.cuh), and the conv-block kernels — batch norm with a fused activation,
+// reductions (kernels/cuda/elementwise.cuh), the conv-block kernels — batch norm with a fused activation,
 // activations, squeeze-excite scaling, global average pooling, scaled weight standardisation
-// (kernels/cuda/conv_blocks.cuh). Plain C++ (no CUDA header); only builds with ARCLIGHT_WITH_CUDA link the
+// (kernels/cuda/conv_blocks.cuh) — and window pooling (kernels/cuda/pooling.cuh). Plain C++ (no CUDA header); only builds with ARCLIGHT_WITH_CUDA link the
 // definitions, which live in the one nvcc translation unit kernels/arclight_cuda.cu.
 //
 // The conventions of kernels/cuda/launchers.hpp apply: float32 math, device pointers, sizes in elements,
@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "kernels/common/activation_math.hpp"
+#include "kernels/common/conv_shape.hpp"
 #include "kernels/common/elementwise_math.hpp"
 #include "kernels/cuda/launchers.hpp"
 
@@ -149,5 +150,16 @@ void ws_forward(std::int64_t c_out, std::int64_t fan_in, const float* w, const f
 // ws_backward: dw (and dgain when non-null) from dw_hat, through the row statistics.
 void ws_backward(std::int64_t c_out, std::int64_t fan_in, const float* w, const float* gain, float gamma, float eps,
                  const float* dw_hat, float* dw, float* dgain, Stream stream);
+
+// ---- window pooling (kernels/cuda/pooling.cuh) ----------------------------------------------------------
+
+// avg_pool2d_forward / backward, max_pool2d_forward / backward: kernels/cpu/pooling.hpp's semantics on
+// x [n, c, h, w] and y [n, c, out_h, out_w] (s from kernels::pool2d_shape). max's indices (int64, y's size, the
+// flat in-plane index of each window's first maximum) may be null in the forward; the backward needs them.
+// The backward passes gather per input element (no atomics) and overwrite dx.
+void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y, bool count_include_pad, Stream stream);
+void avg_pool2d_backward(const Pool2dShape& s, const float* dy, float* dx, bool count_include_pad, Stream stream);
+void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y, std::int64_t* indices, Stream stream);
+void max_pool2d_backward(const Pool2dShape& s, const float* dy, const std::int64_t* indices, float* dx, Stream stream);
 
 }  // namespace arclight::kernels::cuda

@@ -20,6 +20,7 @@
 #include "arclight/cuda/dnn.hpp"
 #include "arclight/cuda/runtime.hpp"
 #include "arclight/models/embedding_net.hpp"
+#include "arclight/models/state_dict.hpp"
 #include "arclight/nn/gem.hpp"
 #include "arclight/optim/adamw.hpp"
 #include "arclight/optim/sgd.hpp"
@@ -322,6 +323,41 @@ TEST(CudaOps, BatchNormActSeGemAndWeightStandardisation) {
   EXPECT_LT(rel_l2(ggain.grad(), gain.grad()), 1e-4);
 }
 
+TEST(CudaOps, WindowPoolingForwardAndBackward) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  // Values on a coarse grid, so max windows have ties (the first row-major maximum must win on both devices).
+  const Tensor x0 = ops::div(ops::sign(rand_cpu({2, 3, 7, 9}, seed)), 4.0);
+  const Tensor x1 = x0;
+  struct Case {
+    bool max;
+    std::int64_t k, s, p;
+    bool ceil, include_pad;
+  };
+  const std::vector<Case> cases = {{false, 2, 2, 0, true, false},  // NFNet's DownsampleAvg
+                                   {false, 3, 2, 1, false, true},
+                                   {false, 3, 2, 1, true, false},
+                                   {true, 3, 2, 1, false, false},   // the 7x7-stem max pool
+                                   {true, 2, 2, 0, true, false}};
+  for (std::size_t k = 0; k < cases.size(); ++k) {
+    SCOPED_TRACE("case " + std::to_string(k));
+    const Case& c = cases[k];
+    const Tensor in0 = k % 2 == 0 ? x1 : rand_cpu({2, 3, 7, 9}, seed + 2 + k);
+    Tensor x = leaf_like(in0, Device::cpu()), gx = leaf_like(in0, kGpu);
+    poison_cache();
+    auto run = [&](const Tensor& t) {
+      return c.max ? ops::max_pool2d(t, c.k, c.s, c.p, c.ceil) : ops::avg_pool2d(t, c.k, c.s, c.p, c.ceil, c.include_pad);
+    };
+    Tensor y = run(x), gy = run(gx);
+    EXPECT_TRUE(same(gy, y, 1e-6, 0));
+    const Tensor proj = rand_cpu(y.shape(), seed + 20 + k);
+    ops::sum(ops::mul(y, proj)).backward();
+    ops::sum(ops::mul(gy, proj.to(kGpu))).backward();
+    EXPECT_TRUE(same(gx.grad(), x.grad(), 1e-6, 1e-7));
+  }
+}
+
 TEST(CudaOps, CosineLogitsAndFusedArcMarginLoss) {
   ARCLIGHT_REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
@@ -402,7 +438,9 @@ TEST(CudaOps, OptimizersAndModuleToRoundTrip) {
     ops::copy_(w, rand_cpu({5}, seed + 7));
   }
   const auto before = bn.state_dict()[0].second.to_vector<float>();
+  const auto image_cpu = models::serialize_state_dict(bn);
   bn.to(kGpu);
+  EXPECT_EQ(models::serialize_state_dict(bn), image_cpu) << "saving a GPU module writes the same safetensors bytes";
   EXPECT_TRUE(bn.device().is_cuda());
   for (auto& [name, t] : bn.state_dict())
     EXPECT_EQ(t.device().is_cuda(), is_floating(t.dtype())) << name << " " << t.str();
@@ -474,6 +512,42 @@ TEST(CudaOps, EfficientNetEmbeddingTrainStepMatchesTheCpu) {
   EXPECT_NEAR(v16, v32, 0.05 * std::abs(v32) + 0.05);
   for (auto& p : gnet->named_parameters())
     if (p.tensor.grad().defined()) EXPECT_TRUE(std::isfinite(ops::sum(ops::abs(p.tensor.grad())).item())) << p.name;
+}
+
+// NFNet (eca_nfnet_l0: scaled weight standardisation, ECA, the average-pool downsampling shortcut, GELU/SiLU,
+// skip-init gains, drop-path) on both devices from the same weights: loss and every gradient.
+TEST(CudaOps, EcaNfnetForwardBackwardMatchesTheCpu) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  auto make = [](Generator& gen) {
+    models::EmbeddingNetConfig cfg;
+    cfg.backbone = "eca_nfnet_l0";
+    cfg.backbone_options.generator = &gen;
+    cfg.embedding_dim = 32;
+    cfg.prelu = false;
+    cfg.num_classes = 7;
+    return std::make_unique<models::EmbeddingNet>(cfg);
+  };
+  Generator g1(seed), g2(seed);
+  auto net = make(g1);
+  auto gnet = make(g2);
+  gnet->to(kGpu);
+  const Tensor x = rand_cpu({3, 3, 64, 64}, seed + 1);
+  const Tensor y = from_vector(std::vector<std::int64_t>{1, 6, 0}, {3});
+  net->train();
+  gnet->train();
+  Tensor l = net->loss(x, y), gl = gnet->loss(x.to(kGpu), y.to(kGpu));
+  EXPECT_TRUE(same(gl, l, 1e-3, 1e-4));
+  l.backward();
+  gl.backward();
+  const auto cp = net->named_parameters(), gp = gnet->named_parameters();
+  ASSERT_EQ(cp.size(), gp.size());
+  for (std::size_t i = 0; i < cp.size(); ++i) {
+    if (!cp[i].tensor.grad().defined()) continue;
+    ASSERT_TRUE(gp[i].tensor.grad().defined()) << cp[i].name;
+    EXPECT_LT(rel_l2(gp[i].tensor.grad(), cp[i].tensor.grad()), 2e-3) << cp[i].name;
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "arclight/core/error.hpp"
+#include "kernels/common/bf16_math.hpp"
 
 #ifdef ARCLIGHT_WITH_CUDA
 #include "arclight/cuda/runtime.hpp"
@@ -19,22 +20,12 @@
 
 namespace arclight::cuda {
 
-// The bfloat16 bit pattern nearest to v (ties to even); NaN stays a (quiet) NaN, infinities stay infinite.
-inline std::uint16_t float_to_bf16_bits(float v) {
-  std::uint32_t u;
-  std::memcpy(&u, &v, sizeof u);
-  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu) != 0) return std::uint16_t((u >> 16) | 0x0040u);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return std::uint16_t(u >> 16);
-}
+// The bfloat16 bit pattern nearest to v (ties to even); NaN stays a (quiet) NaN, infinities stay infinite. The
+// same function the device conversion kernel uses (kernels/common/bf16_math.hpp).
+inline std::uint16_t float_to_bf16_bits(float v) { return kernels::float_to_bf16_bits(v); }
 
 // The float a bfloat16 bit pattern stands for (exact).
-inline float bf16_bits_to_float(std::uint16_t b) {
-  const std::uint32_t u = std::uint32_t(b) << 16;
-  float v;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
-}
+inline float bf16_bits_to_float(std::uint16_t b) { return kernels::bf16_bits_to_float(b); }
 
 inline std::vector<std::uint16_t> to_bf16_bits(const std::vector<float>& v) {
   std::vector<std::uint16_t> out(v.size());

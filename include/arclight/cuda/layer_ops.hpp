@@ -60,6 +60,23 @@ inline void global_avg_pool_backward(std::int64_t planes, std::int64_t hw, const
                        kc::global_avg_pool_backward(planes, hw, ptr<float>(gy), ptr<float>(gx), nullptr));
 }
 
+inline void avg_pool2d_forward(const kernels::Pool2dShape& s, const Tensor& x, const Tensor& y, bool include_pad) {
+  ARCLIGHT_DEVICE_CALL("avg_pool2d", kc::avg_pool2d_forward(s, ptr<float>(x), ptr<float>(y), include_pad, nullptr));
+}
+inline void avg_pool2d_backward(const kernels::Pool2dShape& s, const Tensor& gy, const Tensor& gx, bool include_pad) {
+  ARCLIGHT_DEVICE_CALL("avg_pool2d_backward",
+                       kc::avg_pool2d_backward(s, ptr<float>(gy), ptr<float>(gx), include_pad, nullptr));
+}
+inline void max_pool2d_forward(const kernels::Pool2dShape& s, const Tensor& x, const Tensor& y, const Tensor& indices) {
+  ARCLIGHT_DEVICE_CALL("max_pool2d", kc::max_pool2d_forward(s, ptr<float>(x), ptr<float>(y),
+                                                            ptr<std::int64_t>(indices), nullptr));
+}
+inline void max_pool2d_backward(const kernels::Pool2dShape& s, const Tensor& gy, const Tensor& indices,
+                                const Tensor& gx) {
+  ARCLIGHT_DEVICE_CALL("max_pool2d_backward", kc::max_pool2d_backward(s, ptr<float>(gy), ptr<std::int64_t>(indices),
+                                                                      ptr<float>(gx), nullptr));
+}
+
 // ---- batch norm ---------------------------------------------------------------------------------------------
 
 struct BatchNormArgs {

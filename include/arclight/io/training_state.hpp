@@ -68,7 +68,7 @@ inline std::vector<std::uint8_t> serialize_optimizer_state(const optim::Optimize
   std::vector<Tensor> owners;
   std::vector<TensorBytes> views;
   for (const auto& [name, t] : s.tensors) {
-    Tensor c = arclight::detail::copy_contiguous(t.detach());
+    Tensor c = t.device().is_cuda() ? t.to(Device::cpu()) : arclight::detail::copy_contiguous(t.detach());
     owners.push_back(c);
     TensorBytes b;
     b.name = name;

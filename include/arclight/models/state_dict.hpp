@@ -213,7 +213,8 @@ inline StateBytes state_bytes(const nn::Module& m) {
   const auto sd = m.state_dict();
   s.owners.reserve(sd.size());
   for (const auto& [name, t] : sd) {
-    Tensor c = t.is_contiguous() ? t.detach() : ops::contiguous(t.detach());
+    // Device tensors are copied to the host (Tensor::to gives a contiguous copy).
+    Tensor c = t.device().is_cuda() ? t.to(Device::cpu()) : t.is_contiguous() ? t.detach() : ops::contiguous(t.detach());
     s.owners.push_back(c);
     io::TensorBytes b;
     b.name = name;

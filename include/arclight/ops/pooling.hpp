@@ -14,7 +14,7 @@
 namespace arclight::ops {
 
 // avg_pool2d: y = the mean of each kernel x kernel window (torch.nn.functional.avg_pool2d).
-// requires: x a CPU f32/f64 tensor [N, C, H, W]; kernel >= 1; stride >= 1, or <= 0 for "= kernel" (torch's
+// requires: x a CPU f32/f64 or CUDA f32 tensor [N, C, H, W]; kernel >= 1; stride >= 1, or <= 0 for "= kernel" (torch's
 //   None); 0 <= padding <= kernel/2; an output of at least 1x1. count_include_pad: the divisor counts the
 //   padded positions inside the window (torch's default) or only the input ones.
 // ensures: a new contiguous [N, C, out_h, out_w] tensor (torch's output size rule, incl. ceil_mode's "a last
@@ -23,17 +23,26 @@ inline Tensor avg_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stri
                          bool ceil_mode = false, bool count_include_pad = true) {
   profiler::Scope profile_scope_("avg_pool2d");
   const char* op = "avg_pool2d";
-  detail::check_floating_cpu(x, op, "input");
+  detail::check_floating_input(x, op, "input");
   const kernels::Pool2dShape s =
       kernels::cpu::make_pool2d_shape(x.shape(), kernel, kernel, stride, stride, padding, padding, ceil_mode, op);
   const Tensor xc = detail::dense_detached(x);
-  Tensor y = empty({s.n, s.c, s.out_h, s.out_w}, x.dtype());
-  dispatch_floating(x.dtype(), op, [&]<typename T>() {
-    kernels::cpu::avg_pool2d_forward<T>(s, xc.data_ptr<T>(), y.data_ptr<T>(), count_include_pad);
-  });
-  autograd::record(op, {x}, y, [s, count_include_pad, dt = x.dtype()](const std::vector<Tensor>& g) {
+  const Device dev = x.device();
+  Tensor y = empty({s.n, s.c, s.out_h, s.out_w}, x.dtype(), dev);
+  if (dev.is_cuda()) {
+    cuda::detail::avg_pool2d_forward(s, xc, y, count_include_pad);
+  } else {
+    dispatch_floating(x.dtype(), op, [&]<typename T>() {
+      kernels::cpu::avg_pool2d_forward<T>(s, xc.data_ptr<T>(), y.data_ptr<T>(), count_include_pad);
+    });
+  }
+  autograd::record(op, {x}, y, [s, count_include_pad, dev, dt = x.dtype()](const std::vector<Tensor>& g) {
     const Tensor gy = detail::dense_detached(g[0]);
-    Tensor gx = empty({s.n, s.c, s.h, s.w}, dt);
+    Tensor gx = empty({s.n, s.c, s.h, s.w}, dt, dev);
+    if (dev.is_cuda()) {
+      cuda::detail::avg_pool2d_backward(s, gy, gx, count_include_pad);
+      return std::vector<Tensor>{gx};
+    }
     dispatch_floating(dt, "avg_pool2d_backward", [&]<typename T>() {
       kernels::cpu::avg_pool2d_backward<T>(s, gy.data_ptr<T>(), gx.data_ptr<T>(), count_include_pad);
     });
@@ -50,20 +59,29 @@ inline Tensor max_pool2d(const Tensor& x, std::int64_t kernel, std::int64_t stri
                          bool ceil_mode = false) {
   profiler::Scope profile_scope_("max_pool2d");
   const char* op = "max_pool2d";
-  detail::check_floating_cpu(x, op, "input");
+  detail::check_floating_input(x, op, "input");
   const kernels::Pool2dShape s =
       kernels::cpu::make_pool2d_shape(x.shape(), kernel, kernel, stride, stride, padding, padding, ceil_mode, op);
   const Tensor xc = detail::dense_detached(x);
-  Tensor y = empty({s.n, s.c, s.out_h, s.out_w}, x.dtype());
+  const Device dev = x.device();
+  Tensor y = empty({s.n, s.c, s.out_h, s.out_w}, x.dtype(), dev);
   const bool record = autograd::needs_record({&x});
-  Tensor indices = record ? empty(y.shape(), DType::i64) : Tensor();
-  dispatch_floating(x.dtype(), op, [&]<typename T>() {
-    kernels::cpu::max_pool2d_forward<T>(s, xc.data_ptr<T>(), y.data_ptr<T>(),
-                                        record ? indices.data_ptr<std::int64_t>() : nullptr);
-  });
-  autograd::record(op, {x}, y, [s, indices, dt = x.dtype()](const std::vector<Tensor>& g) {
+  Tensor indices = record ? empty(y.shape(), DType::i64, dev) : Tensor();
+  if (dev.is_cuda()) {
+    cuda::detail::max_pool2d_forward(s, xc, y, indices);
+  } else {
+    dispatch_floating(x.dtype(), op, [&]<typename T>() {
+      kernels::cpu::max_pool2d_forward<T>(s, xc.data_ptr<T>(), y.data_ptr<T>(),
+                                          record ? indices.data_ptr<std::int64_t>() : nullptr);
+    });
+  }
+  autograd::record(op, {x}, y, [s, indices, dev, dt = x.dtype()](const std::vector<Tensor>& g) {
     const Tensor gy = detail::dense_detached(g[0]);
-    Tensor gx = empty({s.n, s.c, s.h, s.w}, dt);
+    Tensor gx = empty({s.n, s.c, s.h, s.w}, dt, dev);
+    if (dev.is_cuda()) {
+      cuda::detail::max_pool2d_backward(s, gy, indices, gx);
+      return std::vector<Tensor>{gx};
+    }
     dispatch_floating(dt, "max_pool2d_backward", [&]<typename T>() {
       kernels::cpu::max_pool2d_backward<T>(s, gy.data_ptr<T>(), indices.data_ptr<std::int64_t>(), gx.data_ptr<T>());
     });

@@ -235,7 +235,8 @@ class Optimizer {
       ARCLIGHT_CHECK(b < names.size(), name_, "load_state_dict: unknown buffer '", buf, "' in '", n, "'");
       ARCLIGHT_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(), name_, "load_state_dict: '", n, "' is ",
                      t.str(), " but parameter ", k, " is ", p.str());
-      state[k][b] = arclight::detail::copy_contiguous(t);
+      // A private contiguous copy on the parameter's device (a checkpoint is read on the host).
+      state[k][b] = t.device() == p.device() ? arclight::detail::copy_contiguous(t) : t.to(p.device());
     }
     for (std::size_t k = 0; k < index_.size(); ++k) {
       bool any = false;
