@@ -370,6 +370,20 @@ inline std::vector<std::uint8_t> state_to_bytes(const std::vector<std::pair<std:
   return arclight::io::serialize_safetensors(ts, meta);
 }
 
+// The device the app computes on (train, embed, predict: --device). The CPU by default; cuda moves each model
+// there (Module::to) and each batch (Tensor::to) — data loading and augmentation stay on the host, embeddings come
+// back to the host. A run folder does not record the device: a GPU-trained run embeds on a CPU and vice versa.
+inline arclight::Device& compute_device() {
+  static arclight::Device d = arclight::Device::cpu();
+  return d;
+}
+// requires: name "cpu" or "cuda"; cuda needs the CUDA backend and a usable GPU (else arclight::Error saying why).
+inline void set_compute_device(const std::string& name) {
+  ARCLIGHT_CHECK(name == "cpu" || name == "cuda", "--device", "expected cpu or cuda, got '", name, "'");
+  if (name == "cuda") arclight::cuda::require_available("--device cuda");
+  compute_device() = name == "cuda" ? arclight::Device::cuda(0) : arclight::Device::cpu();
+}
+
 // Copies every tensor of the file into the module's state of the same name (strict: all keys, same shapes).
 inline void load_state(nn::Module& m, const std::vector<std::uint8_t>& bytes, const std::string& source) {
   auto file = arclight::io::SafetensorsFile::from_bytes(bytes, source);
@@ -483,13 +497,15 @@ inline EmbedOutput embed_batch(const std::vector<EmbeddingModel*>& models, const
   arclight::NoGradGuard ng;
   std::vector<Tensor> embs;
   Tensor cos_sum;
+  Tensor x_flip = tta_flip ? hflip(x) : Tensor();  // on the host (x is a host batch)
   for (EmbeddingModel* m : models) {
     m->eval();
-    Tensor e = ops::l2_normalize(m->embed_raw(x), 1);
-    if (tta_flip) e = ops::l2_normalize(ops::add(e, ops::l2_normalize(m->embed_raw(hflip(x)), 1)), 1);
-    Tensor cc = m->head().cosine(e);
+    const arclight::Device dev = m->device();
+    Tensor e = ops::l2_normalize(m->embed_raw(x.to(dev)), 1);
+    if (tta_flip) e = ops::l2_normalize(ops::add(e, ops::l2_normalize(m->embed_raw(x_flip.to(dev)), 1)), 1);
+    Tensor cc = m->head().cosine(e).to(arclight::Device::cpu());
     cos_sum = cos_sum.defined() ? ops::add(cos_sum, cc) : cc;
-    embs.push_back(e);
+    embs.push_back(e.to(arclight::Device::cpu()));
   }
   EmbedOutput out;
   out.emb = embs.size() == 1 ? embs[0] : ops::l2_normalize(ops::cat(embs, 1), 1);
@@ -592,6 +608,8 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
   fs::create_directories(dir);
   const std::uint64_t seed = fold_seed(c, k);
   EmbeddingModel model(c, num_classes, seed);
+  const arclight::Device dev = compute_device();
+  model.to(dev);  // before the optimizer, whose state lives beside the parameters
   auto opt = make_optimizer(c, model);
   opt->add_post_step_hook([&model] { nn::clamp_gem_p_(model); });  // keep GeM's p >= 1 (projected step)
   data::LoaderOptions lo;
@@ -650,7 +668,8 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
   };
   log_line(log, arclight::str_cat(tag, ": ", train_ds->size(), " images", val_ds ? arclight::str_cat(" (+ ", val_ds->size(), " validation)") : std::string(),
                                   ", ", steps_per_epoch, " steps/epoch × ", c.epochs, " epochs, model ", c.model, " (",
-                                  model.num_parameters(), " parameters), ", arclight::backend_info()));
+                                  model.num_parameters(), " parameters), ", arclight::backend_info(), ", computing on ",
+                                  dev.str()));
   bool stop = false;
   for (std::int64_t epoch = st.epoch; epoch < c.epochs && !stop; ++epoch) {
     model.train();
@@ -676,8 +695,8 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
       }
       const double progress = static_cast<double>(st.step) / static_cast<double>(steps_per_epoch);
       model.head().set_margin_scale(c.margin_warmup_epochs > 0 ? std::min(1.0, progress / c.margin_warmup_epochs) : 1.0);
-      Tensor x = batch_images(*b);
-      Tensor y = arclight::from_vector(b->labels, {static_cast<std::int64_t>(b->labels.size())});
+      Tensor x = batch_images(*b).to(dev);
+      Tensor y = arclight::from_vector(b->labels, {static_cast<std::int64_t>(b->labels.size())}).to(dev);
       Tensor loss = model.head().loss(model.embed_raw(x), y, ce);
       loss.backward();
       opt->step();
@@ -811,6 +830,7 @@ inline std::vector<std::unique_ptr<EmbeddingModel>> load_models(const fs::path& 
     auto m = std::make_unique<EmbeddingModel>(c, num_classes, 0);
     auto ck = arclight::io::load_checkpoint(root);
     load_state(*m, ck.files.at("model.safetensors"), (ck.directory / "model.safetensors").string());
+    m->to(compute_device());
     m->eval();
     out.push_back(std::move(m));
   }

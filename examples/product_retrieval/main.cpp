@@ -324,6 +324,13 @@ void add_train_options(CLI::App* cmd, ra::Config& c) {
 
 }  // namespace
 
+// --device on the commands that compute (demo, train, embed, predict).
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device, "compute on the cpu or on a cuda GPU (needs the CUDA backend and a GPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"arclight-retrieval: ArcFace product retrieval (train, embed, eval, predict, report, demo)"};
   app.require_subcommand(1);
@@ -331,7 +338,7 @@ int main(int argc, char** argv) {
   ra::Config cfg;
   std::string run_dir = "runs/demo";
   std::vector<std::string> embed_runs, images;
-  std::string embed_out;
+  std::string embed_out, device = "cpu";
   bool quick = false, resume = false, as_json = false, tta_flag = false;
   int top = 5;
 
@@ -344,12 +351,15 @@ int main(int argc, char** argv) {
                   "continue the run from its latest checkpoint, with the run's stored config.json (other training "
                   "options are ignored); starts from scratch when there is no checkpoint yet");
   add_train_options(train, cfg);
+  add_device_option(train, device);
+  add_device_option(demo, device);
   auto* embed = app.add_subcommand("embed", "embed the gallery (training set) and the queries (test set)");
   embed->add_option("--run", embed_runs, "run folder; repeat for an ensemble (concatenated L2-normalised embeddings)")
       ->required();
   embed->add_option("--out", embed_out, "output folder (default: the first --run)");
   embed->add_flag("--tta-flip,!--no-tta-flip", tta_flag, "average each embedding with that of the flipped image "
                                                          "(default: the run's setting)");
+  add_device_option(embed, device);
   auto* eval = app.add_subcommand("eval", "evaluate retrieval from the run's embeddings: metrics.json");
   eval->add_option("--run", run_dir, "run folder")->required();
   auto* predict = app.add_subcommand("predict", "identify the product in image files: top products and nearest gallery images");
@@ -357,6 +367,7 @@ int main(int argc, char** argv) {
   predict->add_option("images", images, "image files (PNG or JPEG)")->required();
   predict->add_option("--top", top, "how many products and neighbours")->check(CLI::Range(1, 100))->capture_default_str();
   predict->add_flag("--json", as_json, "print machine-readable JSON");
+  add_device_option(predict, device);
   auto* report = app.add_subcommand("report", "write report.html");
   report->add_option("--run", run_dir, "run folder")->required();
   app.add_subcommand("info", "print the backend in use");
@@ -369,6 +380,7 @@ int main(int argc, char** argv) {
       std::cout << arclight::backend_info() << "\n";
       return 0;
     }
+    ra::set_compute_device(device);
     const ra::fs::path run(run_dir);
     if (app.got_subcommand(demo)) {
       // CPU-sized defaults: fits the 10-minute budget on 2 cores; --quick for the test suite.

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "arclight/cuda/runtime.hpp"
 #include "arclight/data/image_io.hpp"
 #include "arclight/io/checkpoint.hpp"
 #include "arclight/io/safetensors.hpp"
@@ -295,6 +296,30 @@ TEST(RetrievalApp, BadInputsGiveClearErrors) {
   r = run_app(cat({"train", "--run", (w / "r3").string(), "--on-bad-image", "skip"}, common), w);
   EXPECT_NE(r.rc, 0);
   EXPECT_TRUE(contains(r.err, "already holds training checkpoints; pass --resume")) << describe(r);
+}
+
+// --device cuda: without a usable GPU a clear error before anything is written; with one, a run trained on the GPU
+// embeds on the CPU (the run folder does not depend on the device).
+TEST(RetrievalApp, DeviceOption) {
+  const fs::path w = scratch("device");
+  make_image_folder(w / "data", 8, 16, 4);
+  const std::vector<std::string> common = cat({"--data", "folder:" + (w / "data").string(), "--epochs", "1", "--batch",
+                                               "8", "--image-size", "16"},
+                                              kSmallMlp);
+  Result r = run_app(cat({"train", "--run", (w / "gpu").string(), "--device", "cuda"}, common), w);
+  if (!arclight::cuda::available()) {
+    EXPECT_NE(r.rc, 0);
+    EXPECT_TRUE(contains(r.err, "--device cuda") && contains(r.err, "needs a CUDA device")) << describe(r);
+    EXPECT_FALSE(fs::exists(w / "gpu")) << "nothing is written when the device is refused";
+  } else {
+    ASSERT_EQ(r.rc, 0) << describe(r);
+    EXPECT_TRUE(contains(r.out, "computing on cuda:0")) << r.out;
+    r = run_app({"embed", "--run", (w / "gpu").string(), "--device", "cpu"}, w);
+    ASSERT_EQ(r.rc, 0) << describe(r);
+  }
+  r = run_app(cat({"train", "--run", (w / "bad").string(), "--device", "tpu"}, common), w);
+  EXPECT_NE(r.rc, 0);
+  EXPECT_TRUE(contains(r.err, "--device") && contains(r.err, "tpu")) << describe(r);
 }
 
 // ---- folds, best checkpoint, ensemble, report ---------------------------------------------------------------

@@ -107,6 +107,7 @@ class Optimizer {
                    "expected weight_decay >= 0, got ", default_weight_decay);
     ARCLIGHT_CHECK(!groups_.empty(), name_, "expected at least one parameter group");
     std::set<const TensorImpl*> seen;
+    const Tensor* first_param = nullptr;
     for (std::size_t g = 0; g < groups_.size(); ++g) {
       const ParamGroup& grp = groups_[g];
       ARCLIGHT_CHECK(std::isfinite(grp.lr_scale) && grp.lr_scale >= 0.0, name_, "group ", g, " ('", grp.name,
@@ -116,9 +117,10 @@ class Optimizer {
       for (std::size_t i = 0; i < grp.params.size(); ++i) {
         const Tensor& p = grp.params[i];
         ARCLIGHT_CHECK(p.defined(), name_, "group ", g, " parameter ", i, " is undefined");
-        ARCLIGHT_CHECK(p.device() == groups_.front().params.front().device(), name_, "group ", g, " parameter ", i,
-                       " ", p.str(), " is on another device than the first parameter (",
-                       groups_.front().params.front().str(), "): move the whole model with Module::to first");
+        if (!first_param) first_param = &p;
+        ARCLIGHT_CHECK(p.device() == first_param->device(), name_, "group ", g, " parameter ", i, " ", p.str(),
+                       " is on another device than the first parameter (", first_param->str(),
+                       "): move the whole model with Module::to first");
         ARCLIGHT_CHECK(p.device().is_cpu() ? (p.dtype() == DType::f32 || p.dtype() == DType::f64) && p.is_contiguous()
                                            : p.dtype() == DType::f32 && p.is_contiguous(),
                        name_, "group ", g, " parameter ", i, " ", p.str(),
