@@ -768,6 +768,22 @@ void batch_norm_forward_eval(const BatchNormDims& d, const float* x, const float
   detail::check_launch(op);
 }
 
+namespace cb {
+// The shared tail of both backward launchers: the alias rule, nothing to do when every output is null, the plan,
+// and the float4 path when inner % 4 == 0 and every pointer is 16-byte aligned.
+inline void bn_backward_launch(const BatchNormDims& d, const float* x, const float* dy, const BnStatsSource& src,
+                               bool train, float* dx, float* dweight, float* dbias, Activation act, float* workspace,
+                               Stream stream, const char* op) {
+  ARCLIGHT_CHECK(dx != x || dx == nullptr, op, "dx must not alias x (it may alias dy)");
+  if (!dx && !dweight && !dbias) return;
+  const BnPlan p = bn_plan(d);
+  if (d.inner % 4 == 0 && aligned16(x) && aligned16(dy) && aligned16(dx))
+    bn_backward_run<4>(d, p, x, dy, src, train, dx, dweight, dbias, act, workspace, stream, op);
+  else
+    bn_backward_run<1>(d, p, x, dy, src, train, dx, dweight, dbias, act, workspace, stream, op);
+}
+}  // namespace cb
+
 void batch_norm_backward_train(const BatchNormDims& d, const float* x, const float* dy, const float* weight,
                                const float* bias, const float* save_mean, const float* save_invstd, float* dx,
                                float* dweight, float* dbias, Activation act, float* workspace, Stream stream) {
@@ -778,14 +794,8 @@ void batch_norm_backward_train(const BatchNormDims& d, const float* x, const flo
                  "input, output gradient and the saved statistics must not be null");
   ARCLIGHT_CHECK(workspace != nullptr, op, "workspace must not be null (batch_norm_workspace_floats = ",
                  batch_norm_workspace_floats(d), " floats)");
-  ARCLIGHT_CHECK(dx != x || dx == nullptr, op, "dx must not alias x (it may alias dy)");
-  if (!dx && !dweight && !dbias) return;
-  const cb::BnPlan p = cb::bn_plan(d);
-  const cb::BnStatsSource src{save_mean, save_invstd, nullptr, weight, bias, 0.f};
-  if (d.inner % 4 == 0 && cb::aligned16(x) && cb::aligned16(dy) && cb::aligned16(dx))
-    cb::bn_backward_run<4>(d, p, x, dy, src, true, dx, dweight, dbias, act, workspace, stream, op);
-  else
-    cb::bn_backward_run<1>(d, p, x, dy, src, true, dx, dweight, dbias, act, workspace, stream, op);
+  cb::bn_backward_launch(d, x, dy, {save_mean, save_invstd, nullptr, weight, bias, 0.f}, true, dx, dweight, dbias, act,
+                         workspace, stream, op);
 }
 
 void batch_norm_backward_eval(const BatchNormDims& d, const float* x, const float* dy, const float* weight,
@@ -800,14 +810,8 @@ void batch_norm_backward_eval(const BatchNormDims& d, const float* x, const floa
                  "input, output gradient and the running statistics must not be null");
   ARCLIGHT_CHECK(workspace != nullptr, op, "workspace must not be null (batch_norm_workspace_floats = ",
                  batch_norm_workspace_floats(d), " floats)");
-  ARCLIGHT_CHECK(dx != x || dx == nullptr, op, "dx must not alias x (it may alias dy)");
-  if (!dx && !dweight && !dbias) return;
-  const cb::BnPlan p = cb::bn_plan(d);
-  const cb::BnStatsSource src{running_mean, nullptr, running_var, weight, bias, eps};
-  if (d.inner % 4 == 0 && cb::aligned16(x) && cb::aligned16(dy) && cb::aligned16(dx))
-    cb::bn_backward_run<4>(d, p, x, dy, src, false, dx, dweight, dbias, act, workspace, stream, op);
-  else
-    cb::bn_backward_run<1>(d, p, x, dy, src, false, dx, dweight, dbias, act, workspace, stream, op);
+  cb::bn_backward_launch(d, x, dy, {running_mean, nullptr, running_var, weight, bias, eps}, false, dx, dweight, dbias,
+                         act, workspace, stream, op);
 }
 
 void activation_forward(Activation act, std::int64_t count, const float* x, float* y, Stream stream) {
