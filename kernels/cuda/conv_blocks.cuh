@@ -877,10 +877,16 @@ void se_scale_backward(std::int64_t n, std::int64_t c, std::int64_t hw, const fl
   }
 }
 
-void global_avg_pool_forward(std::int64_t planes, std::int64_t hw, const float* x, float* y, Stream stream) {
-  constexpr const char* op = "global_avg_pool_forward";
+namespace cb {
+inline void check_pool_sizes(const char* op, std::int64_t planes, std::int64_t hw) {
   ARCLIGHT_CHECK(planes >= 1 && hw >= 1, op, "expected planes (n*c) >= 1 and h*w >= 1, got ", planes, " and ", hw);
   ARCLIGHT_CHECK(planes <= (std::int64_t(1) << 52) / hw, op, "too many elements: ", planes, " planes of ", hw);
+}
+}  // namespace cb
+
+void global_avg_pool_forward(std::int64_t planes, std::int64_t hw, const float* x, float* y, Stream stream) {
+  constexpr const char* op = "global_avg_pool_forward";
+  cb::check_pool_sizes(op, planes, hw);
   ARCLIGHT_CHECK(x != nullptr && y != nullptr, op, "input and output pointers must not be null");
   cb::global_avg_pool_forward_kernel<<<cb::plane_grid(planes), cb::kThreads, 0, stream>>>(planes, hw, x, y);
   detail::check_launch(op);
@@ -888,8 +894,7 @@ void global_avg_pool_forward(std::int64_t planes, std::int64_t hw, const float* 
 
 void global_avg_pool_backward(std::int64_t planes, std::int64_t hw, const float* dy, float* dx, Stream stream) {
   constexpr const char* op = "global_avg_pool_backward";
-  ARCLIGHT_CHECK(planes >= 1 && hw >= 1, op, "expected planes (n*c) >= 1 and h*w >= 1, got ", planes, " and ", hw);
-  ARCLIGHT_CHECK(planes <= (std::int64_t(1) << 52) / hw, op, "too many elements: ", planes, " planes of ", hw);
+  cb::check_pool_sizes(op, planes, hw);
   ARCLIGHT_CHECK(dy != nullptr && dx != nullptr, op, "gradient pointers must not be null");
   const std::int64_t total = planes * hw;
   const cb::FlatWalk fw = cb::flat_walk(total, hw, planes);
