@@ -19,3 +19,4 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/conv_blocks.cuh"
 #include "kernels/cuda/pooling.cuh"
+#include "kernels/cuda/depthwise.cuh"

@@ -8,6 +8,7 @@
 //     3x3 @112 ch 32, depthwise 3x3 s2 @56 ch 144, 1x1 32->16 @112, 1x1 192->1152 @7, plus the stem with TF
 //     "same" padding, whose odd total pad takes the padded-copy path), each pass in f32 (TF32 off), tf32
 //     (f32 tensors, TF32 allowed: PyTorch's default for cuDNN convs) and bf16; the chosen algorithm is shown.
+//     The depthwise layers also through arclight's own depthwise kernels (float32), the op layer's default.
 // Prints a markdown table on stdout (and to --markdown FILE). Exits 0 with a message when there is no GPU.
 // Usage: bench_device_dnn [--reps N] [--search heuristic|benchmark] [--markdown FILE]
 #include <cuda_runtime_api.h>
@@ -26,6 +27,7 @@
 #include "arclight/cuda/runtime.hpp"
 #include "kernels/common/conv_shape.hpp"
 #include "kernels/cuda/launchers_dnn.hpp"
+#include "kernels/cuda/launchers_ops.hpp"
 
 namespace kc = arclight::kernels::cuda;
 namespace ak = arclight::kernels;
@@ -236,6 +238,32 @@ int main(int argc, char** argv) {
                                                        : std::string());
           rows.push_back(Row{L.name, shape, v.label, kc::conv_pass_name(pass), algo, ms, 2.0 * double(s.macs())});
         }
+      }
+      // Depthwise layers also through our kernels (kernels/cuda/depthwise.cuh, float32), which the op layer uses
+      // for multiplier-1 depthwise convolutions by default, beside cuDNN's rows above.
+      if (L.groups == L.c_in && L.c_out == L.c_in) {
+        Buf x(std::size_t(s.input_numel()) * 4), w(std::size_t(s.weight_numel()) * 4), y(std::size_t(s.output_numel()) * 4),
+            dy(std::size_t(s.output_numel()) * 4), dx(std::size_t(s.input_numel()) * 4),
+            dw(std::size_t(s.weight_numel()) * 4),
+            ws(std::size_t(kc::depthwise_conv2d_backward_filter_workspace_floats(s)) * 4);
+        fill_random(x.p, std::size_t(s.input_numel()), DType::f32, 11);
+        fill_random(w.p, std::size_t(s.weight_numel()), DType::f32, 12);
+        fill_random(dy.p, std::size_t(s.output_numel()), DType::f32, 13);
+        auto* fx = static_cast<float*>(x.p);
+        auto* fw = static_cast<float*>(w.p);
+        auto* fdy = static_cast<float*>(dy.p);
+        const std::pair<kc::ConvPass, std::function<void()>> own[] = {
+            {kc::ConvPass::kForward,
+             [&] { kc::depthwise_conv2d_forward(s, fx, fw, nullptr, static_cast<float*>(y.p), nullptr); }},
+            {kc::ConvPass::kBackwardData,
+             [&] { kc::depthwise_conv2d_backward_data(s, fdy, fw, static_cast<float*>(dx.p), nullptr); }},
+            {kc::ConvPass::kBackwardFilter, [&] {
+               kc::depthwise_conv2d_backward_filter(s, fx, fdy, static_cast<float*>(dw.p), nullptr,
+                                                    static_cast<float*>(ws.p), nullptr);
+             }}};
+        for (const auto& [pass, fn] : own)
+          rows.push_back(Row{L.name, shape, "f32", kc::conv_pass_name(pass), "arclight depthwise kernel",
+                             timer.time_ms(fn), 2.0 * double(s.macs())});
       }
     }
   } catch (const std::exception& e) {

@@ -205,7 +205,7 @@ DNN_BENCH_EXE="$BUILD/bench_device_dnn"
 
 # ---- 5. tests, sanitizer, benches -----------------------------------------------------------------------
 if (( BUILD_RC == 0 )); then
-  for t in cuda_host cuda_kernels cuda_search cuda_dnn cuda_op_kernels cuda_ops; do
+  for t in cuda_host cuda_kernels cuda_search cuda_dnn cuda_op_kernels cuda_depthwise cuda_ops; do
     [ -x "$BUILD/tests-cuda/$t" ] || continue
     run_step "tests $t" 150 "$LOG/tests.log" "$BUILD/tests-cuda/$t" --gtest_color=no
   done

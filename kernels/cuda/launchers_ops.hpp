@@ -2,7 +2,8 @@
 // an op on the GPU when its tensors live there): strided elementwise math, copies and dtype conversion, fills,
 // reductions (kernels/cuda/elementwise.cuh), the conv-block kernels — batch norm with a fused activation,
 // activations, squeeze-excite scaling, global average pooling, scaled weight standardisation
-// (kernels/cuda/conv_blocks.cuh) — and window pooling (kernels/cuda/pooling.cuh). Plain C++ (no CUDA header); only builds with ARCLIGHT_WITH_CUDA link the
+// (kernels/cuda/conv_blocks.cuh) — window pooling (kernels/cuda/pooling.cuh) and depthwise convolution
+// (kernels/cuda/depthwise.cuh). Plain C++ (no CUDA header); only builds with ARCLIGHT_WITH_CUDA link the
 // definitions, which live in the one nvcc translation unit kernels/arclight_cuda.cu.
 //
 // The conventions of kernels/cuda/launchers.hpp apply: float32 math, device pointers, sizes in elements,
@@ -161,5 +162,18 @@ void avg_pool2d_forward(const Pool2dShape& s, const float* x, float* y, bool cou
 void avg_pool2d_backward(const Pool2dShape& s, const float* dy, float* dx, bool count_include_pad, Stream stream);
 void max_pool2d_forward(const Pool2dShape& s, const float* x, float* y, std::int64_t* indices, Stream stream);
 void max_pool2d_backward(const Pool2dShape& s, const float* dy, const std::int64_t* indices, float* dx, Stream stream);
+
+// ---- depthwise convolution (kernels/cuda/depthwise.cuh) ----------------------------------------------------
+
+// Depthwise convolution with channel multiplier 1 (s.groups == s.c_in == s.c_out), any kernel, stride, dilation and
+// explicit (asymmetric) pads, float32 NCHW contiguous — kernels/cpu/conv2d.hpp's contract. bias may be null.
+// backward_filter: dw [c, kh, kw] and dbias [c] (either may be null) overwritten, deterministic (fixed-order
+// two-level reduction through `workspace` of depthwise_conv2d_backward_filter_workspace_floats(s) floats).
+void depthwise_conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, float* y,
+                              Stream stream);
+void depthwise_conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w, float* dx, Stream stream);
+std::int64_t depthwise_conv2d_backward_filter_workspace_floats(const Conv2dShape& s);
+void depthwise_conv2d_backward_filter(const Conv2dShape& s, const float* x, const float* dy, float* dw, float* dbias,
+                                      float* workspace, Stream stream);
 
 }  // namespace arclight::kernels::cuda

@@ -143,6 +143,26 @@ inline void ws_backward(std::int64_t c_out, std::int64_t fan_in, const Tensor& w
                                        ptr<float>(gw_hat), ptr<float>(gw), ptr<float>(ggain), nullptr));
 }
 
+// ---- depthwise convolution (our kernels) --------------------------------------------------------------------
+
+inline void depthwise_forward(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias,
+                              const Tensor& y) {
+  ARCLIGHT_DEVICE_CALL("conv2d", kc::depthwise_conv2d_forward(s, ptr<float>(x), ptr<float>(w), ptr<float>(bias),
+                                                              ptr<float>(y), nullptr));
+}
+inline void depthwise_backward_data(const kernels::Conv2dShape& s, const Tensor& gy, const Tensor& w, const Tensor& gx) {
+  ARCLIGHT_DEVICE_CALL("conv2d_backward",
+                       kc::depthwise_conv2d_backward_data(s, ptr<float>(gy), ptr<float>(w), ptr<float>(gx), nullptr));
+}
+inline void depthwise_backward_filter(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& gy, const Tensor& gw,
+                                      const Tensor& gbias) {
+  ARCLIGHT_DEVICE_CALL("conv2d_backward", {
+    Tensor ws = scratch(kc::depthwise_conv2d_backward_filter_workspace_floats(s), gy.device());
+    kc::depthwise_conv2d_backward_filter(s, ptr<float>(x), ptr<float>(gy), ptr<float>(gw), ptr<float>(gbias),
+                                         ptr<float>(ws), nullptr);
+  });
+}
+
 // ---- convolution (cuDNN) ------------------------------------------------------------------------------------
 
 // y = conv(x, w) (+ bias, float32): x, w, y of `dtype` (f32, or bf16 under autocast).

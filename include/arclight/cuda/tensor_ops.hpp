@@ -13,6 +13,9 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -58,6 +61,22 @@ class AutocastScope {
  private:
   DType previous_;
 };
+
+// Which kernels run depthwise convolutions (channel multiplier 1) on the device: our own (kernels/cuda/depthwise.cuh,
+// the default) or cuDNN's. Process-wide; the environment variable ARCLIGHT_CUDA_DEPTHWISE=cudnn selects cuDNN at
+// start-up (bench/device compares both).
+enum class DepthwiseKernels { own, cudnn };
+namespace detail {
+inline std::atomic<DepthwiseKernels>& depthwise_slot() {
+  static std::atomic<DepthwiseKernels> k{[] {
+    const char* e = std::getenv("ARCLIGHT_CUDA_DEPTHWISE");
+    return e != nullptr && std::string(e) == "cudnn" ? DepthwiseKernels::cudnn : DepthwiseKernels::own;
+  }()};
+  return k;
+}
+}  // namespace detail
+inline DepthwiseKernels depthwise_kernels() { return detail::depthwise_slot().load(std::memory_order_relaxed); }
+inline void set_depthwise_kernels(DepthwiseKernels k) { detail::depthwise_slot().store(k, std::memory_order_relaxed); }
 
 namespace detail {
 

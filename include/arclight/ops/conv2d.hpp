@@ -58,7 +58,11 @@ inline const char* conv2d_node_name(kernels::cpu::ConvAlgo algo) {
 // cuda::AutocastScope(bf16) the input and weight are converted to bfloat16, cuDNN computes in bf16 with float32
 // accumulation, and the output and gradients come back as float32 (the bias stays float32 throughout); the bf16
 // copies are what the backward keeps.
+inline Tensor conv2d_depthwise_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias);
+
 inline Tensor conv2d_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  if (s.groups == s.c_in && s.c_out == s.c_in && cuda::depthwise_kernels() == cuda::DepthwiseKernels::own)
+    return conv2d_depthwise_cuda(s, x, w, bias);
   const bool bf16 = cuda::autocast_dtype() == DType::bf16;
   const Device dev = x.device();
   const Tensor xc = bf16 ? cuda::detail::convert(x, DType::bf16, "conv2d") : dense_detached(x);
@@ -87,6 +91,36 @@ inline Tensor conv2d_cuda(const kernels::Conv2dShape& s, const Tensor& x, const 
                        if (need_b) gb = empty(b_shape, DType::f32, dev);
                        cuda::detail::conv2d_backward_filter(s, x_saved, gy, gw, gb);
                        if (need_w && bf16) gw = cuda::detail::convert(gw, DType::f32, "conv2d_backward");
+                     }
+                     return std::vector<Tensor>{gx, gw, gb};
+                   });
+  return y;
+}
+
+// Depthwise convolutions (multiplier 1) on the device: our float32 kernels (kernels/cuda/depthwise.cuh), also under
+// bf16 autocast (the layer is memory-bound; converting would cost more than it saves).
+inline Tensor conv2d_depthwise_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const char* node_name = "conv2d[depthwise]";
+  profiler::Scope profile_scope_(node_name);
+  const Device dev = x.device();
+  const Tensor xc = dense_detached(x), wc = dense_detached(w), bc = dense_detached(bias);
+  Tensor y = empty({s.n, s.c_out, s.out_h, s.out_w}, DType::f32, dev);
+  cuda::detail::depthwise_forward(s, xc, wc, bc, y);
+  const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
+  const Tensor x_saved = need_w ? xc : Tensor(), w_saved = need_x ? wc : Tensor();
+  autograd::record(node_name, {x, w, bias}, y,
+                   [s, x_saved, w_saved, need_x, need_w, need_b, dev, w_shape = w.shape(),
+                    b_shape = bias.defined() ? bias.shape() : Shape{}](const std::vector<Tensor>& g) {
+                     const Tensor gy = dense_detached(g[0]);
+                     Tensor gx, gw, gb;
+                     if (need_x) {
+                       gx = empty({s.n, s.c_in, s.h, s.w}, DType::f32, dev);
+                       cuda::detail::depthwise_backward_data(s, gy, w_saved, gx);
+                     }
+                     if (need_w || need_b) {
+                       if (need_w) gw = empty(w_shape, DType::f32, dev);
+                       if (need_b) gb = empty(b_shape, DType::f32, dev);
+                       cuda::detail::depthwise_backward_filter(s, x_saved, gy, gw, gb);
                      }
                      return std::vector<Tensor>{gx, gw, gb};
                    });
