@@ -169,7 +169,8 @@ void depthwise_conv2d_backward_filter(const Conv2dShape& s, const float* x, cons
                                       float* dbias, float* workspace, Stream stream) {
   constexpr const char* op = "depthwise_conv2d_backward_filter";
   dw::check_shape(s, op);
-  ARCLIGHT_CHECK(dy != nullptr && (x != nullptr || dw_out == nullptr), op, "dy (and x when dw is wanted) must not be null");
+  ARCLIGHT_CHECK(dy != nullptr && (x != nullptr || dw_out == nullptr), op,
+                 "dy (and x when dw is wanted) must not be null");
   if (dw_out == nullptr && dbias == nullptr) return;
   ARCLIGHT_CHECK(workspace != nullptr, op, "workspace must not be null (",
                  depthwise_conv2d_backward_filter_workspace_floats(s), " floats)");

@@ -460,15 +460,16 @@ void ew_convert(int out_dtype, int in_dtype, std::int64_t count, void* out, cons
   using namespace ew_detail;
   const char* where = "cuda::ew_convert";
   constexpr int f32 = int(::arclight::DType::f32), f64 = int(::arclight::DType::f64),
-                i64 = int(::arclight::DType::i64), bf16 = int(::arclight::DType::bf16);
+                i64 = int(::arclight::DType::i64), u8 = int(::arclight::DType::u8), bf16 = int(::arclight::DType::bf16);
   const auto dname = [](int code) -> std::string {
     return code >= 0 && code <= int(::arclight::DType::bf16) ? ::arclight::dtype_name(::arclight::DType(code))
                                                               : ::arclight::str_cat("code ", code);
   };
   const bool supported = (in_dtype == f32 && (out_dtype == bf16 || out_dtype == f64)) ||
-                         (out_dtype == f32 && (in_dtype == bf16 || in_dtype == f64 || in_dtype == i64));
+                         (out_dtype == f32 &&
+                          (in_dtype == bf16 || in_dtype == f64 || in_dtype == i64 || in_dtype == u8));
   ARCLIGHT_CHECK(supported, where, "unsupported conversion ", dname(in_dtype), " -> ", dname(out_dtype),
-                 "; expected f32 -> bf16, bf16 -> f32, f32 -> f64, f64 -> f32 or i64 -> f32");
+                 "; expected f32 -> bf16, bf16 -> f32, f32 -> f64, f64 -> f32, i64 -> f32 or u8 -> f32");
   ARCLIGHT_CHECK(count >= 0, where, "count is ", count, "; expected >= 0");
   if (count == 0) return;
   ARCLIGHT_CHECK(out != nullptr && in != nullptr, where, "null out or in for ", count, " elements");
@@ -480,6 +481,8 @@ void ew_convert(int out_dtype, int in_dtype, std::int64_t count, void* out, cons
     launch_convert<float, double>(where, count, out, in, StaticConvert<float, double>{}, stream);
   else if (in_dtype == f64)
     launch_convert<double, float>(where, count, out, in, StaticConvert<double, float>{}, stream);
+  else if (in_dtype == u8)  // masks of the comparison ops (0 / 1)
+    launch_convert<std::uint8_t, float>(where, count, out, in, StaticConvert<std::uint8_t, float>{}, stream);
   else
     launch_convert<std::int64_t, float>(where, count, out, in, StaticConvert<std::int64_t, float>{}, stream);
 }

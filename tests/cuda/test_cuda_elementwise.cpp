@@ -961,6 +961,24 @@ TEST(CudaEwConvert, F32F64RoundTripAndI64) {
     ASSERT_EQ(bits_of(fi[i]), bits_of(float(iv[i]))) << "i64 -> f32, element " << i << " (" << iv[i] << ")";
 }
 
+// u8 -> f32 (what ops::to does to a comparison mask on the device): every byte value, exact.
+TEST(CudaEwConvert, U8ToF32EveryByteValue) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  std::mt19937_64 g(seed);
+  const std::int64_t n = 70001;
+  std::vector<std::uint8_t> in(static_cast<std::size_t>(n));
+  for (auto& x : in) x = std::uint8_t(g());
+  for (int v = 0; v < 256; ++v) in[std::size_t(v)] = std::uint8_t(v);
+  DeviceBuffer<std::uint8_t> din(in);
+  DeviceBuffer<float> dout = garbage(std::size_t(n));
+  kc::ew_convert(int(arclight::DType::f32), int(arclight::DType::u8), n, dout.data(), din.data(), nullptr);
+  const std::vector<float> out = dout.download();
+  for (std::size_t i = 0; i < std::size_t(n); ++i)
+    ASSERT_EQ(bits_of(out[i]), bits_of(float(in[i]))) << "u8 -> f32, element " << i << " (" << int(in[i]) << ")";
+}
+
 namespace {
 
 template <typename T>

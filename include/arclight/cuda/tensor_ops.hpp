@@ -215,7 +215,7 @@ inline Tensor copy_contiguous(const Tensor& t) {
   return out;
 }
 
-// A contiguous copy of t converted to `dtype` (f32 <-> bf16, f32 <-> f64, i64 -> f32).
+// A contiguous copy of t converted to `dtype` (f32 <-> bf16, f32 <-> f64, i64 -> f32, u8 -> f32).
 inline Tensor convert(const Tensor& t, DType dtype, const char* name) {
   const Tensor src = t.is_contiguous() ? t : copy_contiguous(t);
   Tensor out = empty(t.shape(), dtype, t.device());
