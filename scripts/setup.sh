@@ -14,6 +14,7 @@ PACKAGES=(
   dataset-fashion-mnist    # the default data set
   clang libclang-rt-dev    # libFuzzer targets
   chromium                 # headless rendering checks of the generated HTML pages (report, ArcFace geometry)
+  python3                  # tests/cuda_emu rewrites the CUDA kernels' launches for the CPU emulation
 )
 
 missing=()
