@@ -20,3 +20,4 @@
 #include "kernels/cuda/conv_blocks.cuh"
 #include "kernels/cuda/pooling.cuh"
 #include "kernels/cuda/depthwise.cuh"
+#include "kernels/cuda/random.cuh"

@@ -176,4 +176,12 @@ std::int64_t depthwise_conv2d_backward_filter_workspace_floats(const Conv2dShape
 void depthwise_conv2d_backward_filter(const Conv2dShape& s, const float* x, const float* dy, float* dw, float* dbias,
                                       float* workspace, Stream stream);
 
+// ---- dropout masks (kernels/cuda/random.cuh) ------------------------------------------------------------------
+
+// keep_mask: mask[i] = (u_i < keep) ? 1/keep : 0 (0 everywhere when keep == 0), u_i the uniform double the host's
+// rand(…, f64, gen) gives element i after gen.reserve(blocks) returned `first_block` (blocks = ceil(2·count / 4)):
+// the same mask as on the CPU. requires: 0 <= keep <= 1; mask of count floats. ensures: mask written.
+void keep_mask(std::int64_t count, std::uint64_t seed, std::uint64_t first_block, double keep, float* mask,
+               Stream stream);
+
 }  // namespace arclight::kernels::cuda

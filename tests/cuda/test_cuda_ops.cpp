@@ -403,6 +403,21 @@ TEST(CudaOps, CosineLogitsAndFusedArcMarginLoss) {
   }
 }
 
+TEST(CudaOps, DropoutMasksOnTheDeviceEqualTheCpuMasks) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  const Tensor x0 = rand_cpu({5, 4, 3, 3}, seed, 0.5, 1.5);
+  for (double p : {0.0, 0.2, 0.5, 1.0}) {
+    SCOPED_TRACE("p = " + std::to_string(p));
+    Generator g1(seed + 1), g2(seed + 1);
+    poison_cache();
+    EXPECT_TRUE(same(ops::dropout(x0.to(kGpu), p, true, g2), ops::dropout(x0, p, true, g1), 0, 0));
+    EXPECT_TRUE(same(ops::drop_path(x0.to(kGpu), p, true, g2), ops::drop_path(x0, p, true, g1), 0, 0));
+    EXPECT_EQ(g1.offset(), g2.offset()) << "both devices consume the same random blocks";
+  }
+}
+
 TEST(CudaOps, OptimizersAndModuleToRoundTrip) {
   ARCLIGHT_REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();

@@ -1,6 +1,6 @@
 // CUDA emulation for the tests (tests/cuda_emu): the REAL kernels of kernels/cuda/elementwise.cuh, conv_blocks.cuh,
-// pooling.cuh and depthwise.cuh (their launches mechanically rewritten by transform.py into the build's gen/ folder),
-// run by the fiber shim shim/cuda_runtime.h.
+// pooling.cuh, depthwise.cuh and random.cuh (their launches mechanically rewritten by transform.py into the build's
+// gen/ folder), run by the fiber shim shim/cuda_runtime.h.
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/launchers.hpp"
@@ -10,6 +10,7 @@
 #include "conv_blocks.cuh"
 #include "pooling.cuh"
 #include "depthwise.cuh"
+#include "random.cuh"
 
 // x86-64 SysV context switch: saves the callee-saved registers on the current stack, stores rsp in *save_sp,
 // switches to load_sp and pops the registers saved there (or the initial frame of a new fiber).

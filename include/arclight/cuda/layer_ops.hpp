@@ -43,7 +43,8 @@ inline void activation_backward(kernels::Activation act, const Tensor& x, const 
 
 inline void se_scale_forward(std::int64_t n, std::int64_t c, std::int64_t hw, const Tensor& x, const Tensor& gate,
                              const Tensor& y) {
-  ARCLIGHT_DEVICE_CALL("se_scale", kc::se_scale_forward(n, c, hw, ptr<float>(x), ptr<float>(gate), ptr<float>(y), nullptr));
+  ARCLIGHT_DEVICE_CALL("se_scale",
+                       kc::se_scale_forward(n, c, hw, ptr<float>(x), ptr<float>(gate), ptr<float>(y), nullptr));
 }
 inline void se_scale_backward(std::int64_t n, std::int64_t c, std::int64_t hw, const Tensor& x, const Tensor& gate,
                               const Tensor& gy, const Tensor& gx, const Tensor& ggate) {
@@ -53,7 +54,8 @@ inline void se_scale_backward(std::int64_t n, std::int64_t c, std::int64_t hw, c
 }
 
 inline void global_avg_pool_forward(std::int64_t planes, std::int64_t hw, const Tensor& x, const Tensor& y) {
-  ARCLIGHT_DEVICE_CALL("global_avg_pool", kc::global_avg_pool_forward(planes, hw, ptr<float>(x), ptr<float>(y), nullptr));
+  ARCLIGHT_DEVICE_CALL("global_avg_pool",
+                       kc::global_avg_pool_forward(planes, hw, ptr<float>(x), ptr<float>(y), nullptr));
 }
 inline void global_avg_pool_backward(std::int64_t planes, std::int64_t hw, const Tensor& gy, const Tensor& gx) {
   ARCLIGHT_DEVICE_CALL("global_avg_pool_backward",
@@ -104,9 +106,10 @@ inline void batch_norm_forward_train(const BatchNormArgs& a, const Tensor& x, co
 }
 inline void batch_norm_forward_eval(const BatchNormArgs& a, const Tensor& x, const Tensor& w, const Tensor& b,
                                     const Tensor& running_mean, const Tensor& running_var, const Tensor& y) {
-  ARCLIGHT_DEVICE_CALL("batch_norm", kc::batch_norm_forward_eval(bn_dims(a), ptr<float>(x), ptr<float>(w), ptr<float>(b),
-                                                                 float(a.eps), ptr<float>(running_mean),
-                                                                 ptr<float>(running_var), ptr<float>(y), a.act, nullptr));
+  ARCLIGHT_DEVICE_CALL("batch_norm",
+                       kc::batch_norm_forward_eval(bn_dims(a), ptr<float>(x), ptr<float>(w), ptr<float>(b),
+                                                   float(a.eps), ptr<float>(running_mean), ptr<float>(running_var),
+                                                   ptr<float>(y), a.act, nullptr));
 }
 inline void batch_norm_backward_train(const BatchNormArgs& a, const Tensor& x, const Tensor& gy, const Tensor& w,
                                       const Tensor& b, const Tensor& save_mean, const Tensor& save_invstd,
@@ -150,12 +153,13 @@ inline void depthwise_forward(const kernels::Conv2dShape& s, const Tensor& x, co
   ARCLIGHT_DEVICE_CALL("conv2d", kc::depthwise_conv2d_forward(s, ptr<float>(x), ptr<float>(w), ptr<float>(bias),
                                                               ptr<float>(y), nullptr));
 }
-inline void depthwise_backward_data(const kernels::Conv2dShape& s, const Tensor& gy, const Tensor& w, const Tensor& gx) {
+inline void depthwise_backward_data(const kernels::Conv2dShape& s, const Tensor& gy, const Tensor& w,
+                                    const Tensor& gx) {
   ARCLIGHT_DEVICE_CALL("conv2d_backward",
                        kc::depthwise_conv2d_backward_data(s, ptr<float>(gy), ptr<float>(w), ptr<float>(gx), nullptr));
 }
-inline void depthwise_backward_filter(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& gy, const Tensor& gw,
-                                      const Tensor& gbias) {
+inline void depthwise_backward_filter(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& gy,
+                                      const Tensor& gw, const Tensor& gbias) {
   ARCLIGHT_DEVICE_CALL("conv2d_backward", {
     Tensor ws = scratch(kc::depthwise_conv2d_backward_filter_workspace_floats(s), gy.device());
     kc::depthwise_conv2d_backward_filter(s, ptr<float>(x), ptr<float>(gy), ptr<float>(gw), ptr<float>(gbias),
@@ -246,6 +250,18 @@ inline void arc_margin_cross_entropy_backward(const kernels::ArcMarginShape& s, 
                                           ptr<float>(class_margins), ptr<float>(class_weights), ptr<float>(grad_loss),
                                           ptr<float>(grad_cos), ptr<float>(ws), nullptr);
   });
+}
+
+// ---- dropout masks -------------------------------------------------------------------------------------------
+
+// A float32 [shape] keep-mask on `dev` drawn from gen exactly as the host's rand(shape, f64, gen) (reserving the
+// same block range), so the GPU and the CPU make the same mask from the same generator state.
+inline Tensor keep_mask(const Shape& shape, double keep, Generator& gen, Device dev) {
+  Tensor mask = empty(shape, DType::f32, dev);
+  const std::int64_t n = mask.numel();
+  const std::uint64_t first = gen.reserve(static_cast<std::uint64_t>((n * 2 + 3) / 4));
+  ARCLIGHT_DEVICE_CALL("dropout", kc::keep_mask(n, gen.seed(), first, keep, ptr<float>(mask), nullptr));
+  return mask;
 }
 
 // ---- optimizer steps (one parameter per launch; the kernels are multi-tensor) ---------------------------------

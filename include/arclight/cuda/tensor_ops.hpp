@@ -277,7 +277,9 @@ inline void reduce(Reduce op, const Tensor& in, const std::vector<bool>& reduced
       L.keep_strides[L.n_keep++] = stride;
     }
   }
-  const kc::ReduceOp rop = op == Reduce::sum ? kc::ReduceOp::kSum : (op == Reduce::max ? kc::ReduceOp::kMax : kc::ReduceOp::kMin);
+  const kc::ReduceOp rop = op == Reduce::sum   ? kc::ReduceOp::kSum
+                           : op == Reduce::max ? kc::ReduceOp::kMax
+                                               : kc::ReduceOp::kMin;
   const std::int64_t ws_floats = kc::reduce_workspace_floats(L);
   Tensor ws = ws_floats > 0 ? scratch(ws_floats, in.device()) : Tensor();
   kc::reduce(rop, L, ptr<float>(in), static_cast<float>(scale), ptr<float>(out), ptr<float>(ws), nullptr);

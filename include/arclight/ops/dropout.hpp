@@ -15,11 +15,11 @@
 namespace arclight::ops {
 
 namespace detail {
-// A [shape] mask of x's dtype on `device`: 1/keep where a uniform draw u < keep (probability keep), else 0. The
-// draws are made on the host (the same Philox stream on every device, so a run does not depend on where it runs)
-// and a device mask is uploaded: drop-path masks are one value per sample.
+// A [shape] mask of x's dtype on `device`: 1/keep where a uniform draw u < keep (probability keep), else 0. On a
+// GPU the same Philox draws are made there (kernels/cuda/random.cuh): the mask equals the CPU's for the same
+// generator state, so a run does not depend on where it runs, and nothing is uploaded.
 inline Tensor keep_mask(const Shape& shape, DType dtype, double keep, Generator& gen, Device device = Device::cpu()) {
-  if (device.is_cuda()) return keep_mask(shape, dtype, keep, gen).to(device);
+  if (device.is_cuda()) return cuda::detail::keep_mask(shape, keep, gen, device);  // f32 (device tensors are)
   const Tensor u = rand(shape, DType::f64, gen);
   Tensor mask = empty(shape, dtype);
   const double* up = u.data_ptr<double>();
