@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch side of bench/train_step: the same retrieval model and training step, for a side-by-side run.
 
-Model: torchvision's efficientnet_b0 features (3-channel input; the same block table as arclight's, stochastic
+Model: torchvision's efficientnet_b0 features (written out in this file when torchvision is missing) (3-channel input; the same block table as arclight's, stochastic
 depth 0.2) -> GeM(p=3, learnable) -> Linear(1280->512) -> BatchNorm1d -> ArcMargin(s=30, m=0.5) ->
 label-smoothing cross-entropy (eps=0.1), AdamW (lr 1e-3, weight decay 1e-2), random inputs and labels.
 Prints one line:  train_images_per_s=<x> embed_images_per_s=<y> peak_rss_mb=<z>
@@ -24,7 +24,62 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
+
+try:
+    import torchvision
+except ImportError:  # a machine with torch but without torchvision: the same network written out below
+    torchvision = None
+
+
+class MBConv(nn.Module):
+    """torchvision's MBConv: [1x1 expand + BN + SiLU] -> depthwise kxk + BN + SiLU -> SE (SiLU, sigmoid, squeeze =
+    in/4) -> 1x1 project + BN, residual with stochastic depth (row mode) when the shape is kept."""
+
+    def __init__(self, cin, cout, k, stride, expand, drop):
+        super().__init__()
+        mid = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU()]
+        layers += [nn.Conv2d(mid, mid, k, stride, (k - 1) // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.SiLU()]
+        self.pre = nn.Sequential(*layers)
+        sq = max(1, cin // 4)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, sq, 1), nn.SiLU(), nn.Conv2d(sq, mid, 1),
+                                nn.Sigmoid())
+        self.post = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+        self.drop = drop
+
+    def forward(self, x):
+        h = self.pre(x)
+        h = self.post(h * self.se(h))
+        if not self.residual:
+            return h
+        if self.training and self.drop > 0:
+            keep = 1.0 - self.drop
+            mask = torch.empty(h.shape[0], 1, 1, 1, device=h.device, dtype=h.dtype).bernoulli_(keep) / keep
+            h = h * mask
+        return h + x
+
+
+def efficientnet_b0_features():
+    """torchvision.models.efficientnet_b0(weights=None).features, written out (stochastic depth 0.2 linear over the
+    16 blocks), for machines without torchvision."""
+    if torchvision is not None:
+        return torchvision.models.efficientnet_b0(weights=None).features
+    table = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+             (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+    total = sum(t[5] for t in table)
+    stages = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.SiLU())]
+    idx = 0
+    for expand, k, stride, cin, cout, n in table:
+        blocks = []
+        for i in range(n):
+            blocks.append(MBConv(cin if i == 0 else cout, cout, k, stride if i == 0 else 1, expand, 0.2 * idx / total))
+            idx += 1
+        stages.append(nn.Sequential(*blocks))
+    stages.append(nn.Sequential(nn.Conv2d(320, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.SiLU()))
+    return nn.Sequential(*stages)
 
 
 class GeM(nn.Module):
@@ -60,7 +115,7 @@ class ArcMargin(nn.Module):
 class Net(nn.Module):
     def __init__(self, classes):
         super().__init__()
-        self.backbone = torchvision.models.efficientnet_b0(weights=None).features
+        self.backbone = efficientnet_b0_features()
         self.pool = GeM()
         self.fc = nn.Linear(1280, 512)
         self.bn = nn.BatchNorm1d(512)

@@ -221,11 +221,11 @@ if (( BUILD_RC == 0 )); then
   if [ -x "$TS_EXE" ] && [ -n "$GPU_NAME" ]; then
     for amp in off bf16; do
       run_step "train_step arclight $amp" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp "$amp" "${TS_ARGS[@]}"
-      if [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch, torchvision; assert torch.cuda.is_available()' 2>/dev/null; then
+      if [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
         run_step "train_step torch $amp" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
           --device cuda --amp "$amp" "${TS_ARGS[@]}"
       else
-        STEPS+=("train_step torch $amp|skipped (no torch+torchvision with CUDA)|0")
+        STEPS+=("train_step torch $amp|skipped (no torch with CUDA)|0")
       fi
     done
     { echo; echo "train step (efficientnet_b0 embedding + ArcMargin, images/s; lines in run order: arclight off, torch off,"
