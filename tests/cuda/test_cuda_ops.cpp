@@ -25,6 +25,7 @@
 #include "arclight/optim/adamw.hpp"
 #include "arclight/optim/sgd.hpp"
 #include "cuda/cuda_test_util.hpp"
+#include "harness.hpp"
 
 namespace {
 
@@ -401,6 +402,21 @@ TEST(CudaOps, CosineLogitsAndFusedArcMarginLoss) {
     EXPECT_LT(rel_l2(ge.grad(), e.grad()), 1e-4);
     EXPECT_LT(rel_l2(gw.grad(), w.grad()), 1e-4);
   }
+}
+
+// Bad input on the device gets the same kind of message as on the CPU: the op, what was found, what was expected.
+TEST(CudaOps, MixedDevicesAndMissingDevicePathsAreClearErrors) {
+  ARCLIGHT_REQUIRE_GPU();
+  const Tensor a = rand_cpu({3, 4}, 1), ga = a.to(kGpu);
+  EXPECT_ERROR_WITH(ops::add(ga, a), "add", "is on cpu", "expected cuda:0");
+  EXPECT_ERROR_WITH(ops::mm(a, ops::transpose(ga, 0, 1)), "mm", "is on cuda:0", "expected cpu");
+  EXPECT_ERROR_WITH(ops::prelu(ga, ones({1}, DType::f32, kGpu)), "prelu", "no CUDA implementation");
+  EXPECT_ERROR_WITH(ops::add(ops::to(ga, DType::f64), ops::to(ga, DType::f64)), "add", "f32");
+  nn::BatchNorm2d bn(4);
+  bn.to(kGpu);
+  EXPECT_ERROR_WITH(bn.forward(rand_cpu({2, 4, 3, 3}, 2)), "batch_norm", "expected cpu");
+  EXPECT_ERROR_WITH(ga.to_vector<float>(), "Tensor::to_vector", "copy it to the CPU first");
+  EXPECT_NEAR(ops::sum(ga).item(), ops::sum(a).item(), 1e-5) << "item() reads one element back from the device";
 }
 
 TEST(CudaOps, DropoutMasksOnTheDeviceEqualTheCpuMasks) {
