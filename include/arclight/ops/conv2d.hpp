@@ -186,8 +186,8 @@ inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const
 // over its fan_in = numel(w)/C_out weights, var the biased variance (METHOD.md's formula, eps exactly as
 // written there). timm's ScaledStdConv2d(eps=ε') computes batch_norm(W)·gain·γ/sqrt(fan_in), which is this
 // formula with eps = ε'·fan_in (nn::ScaledStdConv2d does that conversion).
-// requires: w a CPU f32/f64 or CUDA f32 tensor of rank >= 2 [C_out, ...]; gain undefined (= 1) or C_out elements of w's
-//   dtype (e.g. timm's [C_out, 1, 1, 1]); gamma finite; eps >= 0 (eps = 0 with a constant row divides by 0).
+// requires: w a CPU f32/f64 or CUDA f32 tensor of rank >= 2 [C_out, ...]; gain undefined (= 1) or C_out elements
+//   of w's dtype (e.g. timm's [C_out, 1, 1, 1]); gamma finite; eps >= 0 (eps = 0 with a constant row divides by 0).
 // ensures: a new contiguous tensor of w's shape; records dL/dw (through the mean and the variance) and
 //   dL/dgain (shaped as gain) when they require grad.
 inline Tensor scaled_std_weight(const Tensor& w, const Tensor& gain, double gamma, double eps) {

@@ -14,8 +14,8 @@
 namespace arclight::ops {
 
 // avg_pool2d: y = the mean of each kernel x kernel window (torch.nn.functional.avg_pool2d).
-// requires: x a CPU f32/f64 or CUDA f32 tensor [N, C, H, W]; kernel >= 1; stride >= 1, or <= 0 for "= kernel" (torch's
-//   None); 0 <= padding <= kernel/2; an output of at least 1x1. count_include_pad: the divisor counts the
+// requires: x a CPU f32/f64 or CUDA f32 tensor [N, C, H, W]; kernel >= 1; stride >= 1, or <= 0 for "= kernel"
+//   (torch's None); 0 <= padding <= kernel/2; an output of at least 1x1. count_include_pad: the divisor counts the
 //   padded positions inside the window (torch's default) or only the input ones.
 // ensures: a new contiguous [N, C, out_h, out_w] tensor (torch's output size rule, incl. ceil_mode's "a last
 //   window starting in the right pad is dropped"); records dL/dx.

@@ -98,8 +98,9 @@ inline double global_grad_norm(const std::vector<ParamGroup>& groups) {
 
 class Optimizer {
  public:
-  // requires: every parameter a defined, contiguous, floating CPU leaf that requires grad, in one group
-  //   only; lr >= 0; lr_scale >= 0 and weight decays >= 0. (Else arclight::Error naming the optimizer.)
+  // requires: every parameter a defined, contiguous leaf that requires grad (f32/f64 on the CPU, or f32 on a CUDA
+  //   device; all on one device), in one group only; lr >= 0; lr_scale >= 0 and weight decays >= 0. (Else
+  //   arclight::Error naming the optimizer.)
   Optimizer(std::string name, std::vector<ParamGroup> groups, double lr, double default_weight_decay)
       : name_(std::move(name)), groups_(std::move(groups)), default_weight_decay_(default_weight_decay) {
     set_lr(lr);
