@@ -50,28 +50,12 @@ Tensor rand_cpu(const Shape& shape, std::uint64_t seed, double lo = -2.0, double
   return rand(shape, DType::f32, g, lo, hi);
 }
 
-// |gpu − cpu| <= atol + rtol·|cpu| elementwise (NaN never matches), reporting the worst element.
+// |gpu − cpu| <= atol + rtol·|cpu| elementwise (NaN matches only NaN): the harness's all_close on the result brought
+// back to the host, after checking that it was computed on the GPU.
 ::testing::AssertionResult same(const Tensor& gpu, const Tensor& cpu, double rtol, double atol) {
   if (!gpu.defined() || !cpu.defined()) return ::testing::AssertionFailure() << "undefined tensor";
-  if (gpu.shape() != cpu.shape())
-    return ::testing::AssertionFailure() << "shape " << shape_str(gpu.shape()) << " vs " << shape_str(cpu.shape());
   if (!gpu.device().is_cuda()) return ::testing::AssertionFailure() << "result is not on the GPU: " << gpu.str();
-  const auto g = gpu.to(Device::cpu()).to_vector<double>();
-  const auto c = cpu.to_vector<double>();
-  std::size_t worst = 0;
-  double excess = -1;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    const double tol = atol + rtol * std::abs(c[i]);
-    const double err = (std::isnan(g[i]) != std::isnan(c[i])) ? INFINITY : (std::isnan(c[i]) ? 0 : std::abs(g[i] - c[i]));
-    if (err - tol > excess) {
-      excess = err - tol;
-      worst = i;
-    }
-  }
-  if (excess > 0)
-    return ::testing::AssertionFailure() << "element " << worst << ": gpu " << g[worst] << " vs cpu " << c[worst]
-                                         << " (" << g.size() << " elements)";
-  return ::testing::AssertionSuccess();
+  return arclight::testing::all_close(gpu.to(Device::cpu()), cpu, rtol, atol);
 }
 
 // ‖a − b‖ / ‖b‖ over all elements (a on the GPU, b on the CPU).

@@ -117,8 +117,9 @@ template <std::size_t N>
 kc::EwLayout ew_layout(const Shape& shape, const std::array<const Tensor*, N>& ts, const char* op) {
   static_assert(N >= 1 && N <= 4, "ew_layout: 1 to 4 operands");
   const int nd = static_cast<int>(shape.size());
-  std::vector<std::int64_t> sizes;
-  std::vector<std::array<std::int64_t, N>> strides;
+  kc::EwLayout L;
+  int n = 0;  // merged dims so far (only the first kMaxEwDims are stored; more is an error below)
+  std::array<std::int64_t, N> prev{};
   for (int d = 0; d < nd; ++d) {
     if (shape[d] == 1) continue;
     std::array<std::int64_t, N> st{};
@@ -128,27 +129,19 @@ kc::EwLayout ew_layout(const Shape& shape, const std::array<const Tensor*, N>& t
       st[k] = (d < lead || t.shape()[d - lead] == 1) ? 0 : t.strides()[d - lead];
     }
     // Merge into the previous kept dim when every operand walks both as one.
-    if (!sizes.empty()) {
-      bool merge = true;
-      for (std::size_t k = 0; k < N && merge; ++k) merge = strides.back()[k] == st[k] * shape[d];
-      if (merge) {
-        sizes.back() *= shape[d];
-        strides.back() = st;
-        continue;
-      }
+    bool merge = n > 0;
+    for (std::size_t k = 0; k < N && merge; ++k) merge = prev[k] == st[k] * shape[d];
+    if (!merge) ++n;
+    if (n <= kc::kMaxEwDims) {
+      L.sizes[n - 1] = merge ? L.sizes[n - 1] * shape[d] : shape[d];
+      for (std::size_t k = 0; k < N; ++k) L.strides[k][n - 1] = st[k];
     }
-    sizes.push_back(shape[d]);
-    strides.push_back(st);
+    prev = st;
   }
-  ARCLIGHT_CHECK(static_cast<int>(sizes.size()) <= kc::kMaxEwDims, op, "on CUDA, the operands' layout needs ",
-                 sizes.size(), " dims after merging, more than the ", kc::kMaxEwDims,
+  ARCLIGHT_CHECK(n <= kc::kMaxEwDims, op, "on CUDA, the operands' layout needs ", n,
+                 " dims after merging, more than the ", kc::kMaxEwDims,
                  " the elementwise kernels take (make an operand contiguous first)");
-  kc::EwLayout L;
-  L.ndim = static_cast<int>(sizes.size());
-  for (int d = 0; d < L.ndim; ++d) {
-    L.sizes[d] = sizes[static_cast<std::size_t>(d)];
-    for (std::size_t k = 0; k < N; ++k) L.strides[k][d] = strides[static_cast<std::size_t>(d)][k];
-  }
+  L.ndim = n;
   return L;
 }
 #endif

@@ -15,6 +15,15 @@
 namespace arclight::ops {
 
 namespace detail {
+// The gradient buffers of a batch-norm backward, {dL/dx, dL/dweight, dL/dbias} beside their inputs (undefined
+// where no gradient is needed): what all four backward closures below fill.
+inline std::vector<Tensor> batch_norm_grad_buffers(const Tensor& xc, const Tensor& wc, const Tensor& bc, bool need_x,
+                                                   bool need_w, bool need_b) {
+  const Device d = xc.device();
+  return {need_x ? empty(xc.shape(), xc.dtype(), d) : Tensor(), need_w ? empty(wc.shape(), wc.dtype(), d) : Tensor(),
+          need_b ? empty(bc.shape(), bc.dtype(), d) : Tensor()};
+}
+
 // The device path of batch_norm (arguments already validated; xc, wc, bc contiguous detached aliases; x, weight,
 // bias the graph inputs): the same semantics through kernels/cuda/conv_blocks.cuh.
 inline Tensor batch_norm_cuda(const kernels::cpu::BatchNormShape& s, const Tensor& xc, const Tensor& wc,
@@ -31,13 +40,10 @@ inline Tensor batch_norm_cuda(const kernels::cpu::BatchNormShape& s, const Tenso
                                            training ? running_var : Tensor(), y, save_mean, save_invstd);
     autograd::record("batch_norm", {x, weight, bias}, y,
                      [a, xc, wc, bc, save_mean, save_invstd, need_x, need_w, need_b](const std::vector<Tensor>& g) {
-                       const Tensor gy = dense_detached(g[0]);
-                       const Device d = xc.device();
-                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype(), d) : Tensor();
-                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype(), d) : Tensor();
-                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype(), d) : Tensor();
-                       cuda::detail::batch_norm_backward_train(a, xc, gy, wc, bc, save_mean, save_invstd, gx, gw, gb);
-                       return std::vector<Tensor>{gx, gw, gb};
+                       auto out = batch_norm_grad_buffers(xc, wc, bc, need_x, need_w, need_b);
+                       cuda::detail::batch_norm_backward_train(a, xc, dense_detached(g[0]), wc, bc, save_mean,
+                                                               save_invstd, out[0], out[1], out[2]);
+                       return out;
                      });
     return y;
   }
@@ -47,13 +53,10 @@ inline Tensor batch_norm_cuda(const kernels::cpu::BatchNormShape& s, const Tenso
     const Tensor rv = arclight::detail::copy_contiguous(running_var);
     autograd::record("batch_norm", {x, weight, bias}, y,
                      [a, xc, wc, bc, rm, rv, need_x, need_w, need_b](const std::vector<Tensor>& g) {
-                       const Tensor gy = dense_detached(g[0]);
-                       const Device d = xc.device();
-                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype(), d) : Tensor();
-                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype(), d) : Tensor();
-                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype(), d) : Tensor();
-                       cuda::detail::batch_norm_backward_eval(a, xc, gy, wc, bc, rm, rv, gx, gw, gb);
-                       return std::vector<Tensor>{gx, gw, gb};
+                       auto out = batch_norm_grad_buffers(xc, wc, bc, need_x, need_w, need_b);
+                       cuda::detail::batch_norm_backward_eval(a, xc, dense_detached(g[0]), wc, bc, rm, rv, out[0],
+                                                              out[1], out[2]);
+                       return out;
                      });
   }
   return y;
@@ -129,16 +132,15 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
     autograd::record("batch_norm", {x, weight, bias}, y,
                      [s, xc, wc, bc, save_mean, save_invstd, act, need_x, need_w, need_b](const std::vector<Tensor>& g) {
                        const Tensor gy = detail::dense_detached(g[0]);
-                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype()) : Tensor();
-                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype()) : Tensor();
-                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype()) : Tensor();
+                       auto out = detail::batch_norm_grad_buffers(xc, wc, bc, need_x, need_w, need_b);
+                       Tensor &gx = out[0], &gw = out[1], &gb = out[2];
                        dispatch_floating(xc.dtype(), "batch_norm_backward", [&]<typename T>() {
                          kernels::cpu::batch_norm_backward_train<T>(
                              s, xc.data_ptr<T>(), gy.data_ptr<T>(), detail::ptr_or_null<T>(wc),
                              detail::ptr_or_null<T>(bc), save_mean.data_ptr<T>(), save_invstd.data_ptr<T>(),
                              detail::ptr_or_null<T>(gx), detail::ptr_or_null<T>(gw), detail::ptr_or_null<T>(gb), act);
                        });
-                       return std::vector<Tensor>{gx, gw, gb};
+                       return out;
                      });
     return y;
   }
@@ -155,16 +157,15 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bi
     autograd::record("batch_norm", {x, weight, bias}, y,
                      [s, xc, wc, bc, rm, rv, eps, act, need_x, need_w, need_b](const std::vector<Tensor>& g) {
                        const Tensor gy = detail::dense_detached(g[0]);
-                       Tensor gx = need_x ? empty(xc.shape(), xc.dtype()) : Tensor();
-                       Tensor gw = need_w ? empty(wc.shape(), wc.dtype()) : Tensor();
-                       Tensor gb = need_b ? empty(bc.shape(), bc.dtype()) : Tensor();
+                       auto out = detail::batch_norm_grad_buffers(xc, wc, bc, need_x, need_w, need_b);
+                       Tensor &gx = out[0], &gw = out[1], &gb = out[2];
                        dispatch_floating(xc.dtype(), "batch_norm_backward", [&]<typename T>() {
                          kernels::cpu::batch_norm_backward_eval<T>(
                              s, xc.data_ptr<T>(), gy.data_ptr<T>(), detail::ptr_or_null<T>(wc),
                              detail::ptr_or_null<T>(bc), T(eps), rm.data_ptr<T>(), rv.data_ptr<T>(),
                              detail::ptr_or_null<T>(gx), detail::ptr_or_null<T>(gw), detail::ptr_or_null<T>(gb), act);
                        });
-                       return std::vector<Tensor>{gx, gw, gb};
+                       return out;
                      });
   }
   return y;

@@ -83,16 +83,19 @@ struct OptimizerState {
 // non-finite check (DESIGN.md §2) and the usual gradient-norm log.
 inline double global_grad_norm(const std::vector<ParamGroup>& groups) {
   double ss = 0.0;
+  Tensor device_ss;  // device gradients: the squares summed on the device, one value read back at the end
   for (const auto& g : groups)
     for (const auto& p : g.params) {
       const Tensor gr = p.grad();
       if (!gr.defined()) continue;
-      if (gr.device().is_cuda()) {  // reduced on the device; one scalar comes back
-        ss += ops::sum(ops::mul(gr, gr)).item();
+      if (gr.device().is_cuda()) {
+        const Tensor part = ops::sum(ops::mul(gr, gr));
+        device_ss = device_ss.defined() ? ops::add(device_ss, part) : part;
         continue;
       }
       for (double v : gr.to_vector<double>()) ss += v * v;
     }
+  if (device_ss.defined()) ss += device_ss.item();
   return std::sqrt(ss);
 }
 
