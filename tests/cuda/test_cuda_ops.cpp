@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -86,6 +87,18 @@ Tensor leaf_like(const Tensor& cpu, Device dev) {
 
 // Host logic, no GPU needed: the launch layout ew_layout builds (size-1 dims dropped, dims contiguous in every
 // operand merged, broadcast dims with stride 0) addresses exactly the elements the logical row-major walk does.
+TEST(CudaOpsHost, DepthwiseKernelChoiceFromTheEnvironmentIsValidated) {
+  ::setenv("ARCLIGHT_CUDA_DEPTHWISE", "cudnn", 1);
+  EXPECT_EQ(arclight::cuda::detail::depthwise_from_env(), arclight::cuda::DepthwiseKernels::cudnn);
+  ::setenv("ARCLIGHT_CUDA_DEPTHWISE", "own", 1);
+  EXPECT_EQ(arclight::cuda::detail::depthwise_from_env(), arclight::cuda::DepthwiseKernels::own);
+  ::setenv("ARCLIGHT_CUDA_DEPTHWISE", "fast", 1);
+  EXPECT_ERROR_WITH(arclight::cuda::detail::depthwise_from_env(), "ARCLIGHT_CUDA_DEPTHWISE", "'own' or 'cudnn'",
+                    "fast");
+  ::unsetenv("ARCLIGHT_CUDA_DEPTHWISE");
+  EXPECT_EQ(arclight::cuda::detail::depthwise_from_env(), arclight::cuda::DepthwiseKernels::own);
+}
+
 TEST(CudaOpsHost, ElementwiseLayoutAddressesEveryElementLikeTheLogicalWalk) {
   struct Case {
     Tensor out, a, b;

@@ -63,15 +63,18 @@ class AutocastScope {
 };
 
 // Which kernels run depthwise convolutions (channel multiplier 1) on the device: our own (kernels/cuda/depthwise.cuh,
-// the default) or cuDNN's. Process-wide; the environment variable ARCLIGHT_CUDA_DEPTHWISE=cudnn selects cuDNN at
-// start-up (bench/device compares both).
+// the default) or cuDNN's. Process-wide; the environment variable ARCLIGHT_CUDA_DEPTHWISE=own|cudnn sets the initial
+// choice (another value is an error at the first use) — bench/device compares both.
 enum class DepthwiseKernels { own, cudnn };
 namespace detail {
+inline DepthwiseKernels depthwise_from_env() {
+  const char* e = std::getenv("ARCLIGHT_CUDA_DEPTHWISE");
+  if (e == nullptr || std::string(e) == "own") return DepthwiseKernels::own;
+  ARCLIGHT_CHECK(std::string(e) == "cudnn", "ARCLIGHT_CUDA_DEPTHWISE", "expected 'own' or 'cudnn', got '", e, "'");
+  return DepthwiseKernels::cudnn;
+}
 inline std::atomic<DepthwiseKernels>& depthwise_slot() {
-  static std::atomic<DepthwiseKernels> k{[] {
-    const char* e = std::getenv("ARCLIGHT_CUDA_DEPTHWISE");
-    return e != nullptr && std::string(e) == "cudnn" ? DepthwiseKernels::cudnn : DepthwiseKernels::own;
-  }()};
+  static std::atomic<DepthwiseKernels> k{depthwise_from_env()};
   return k;
 }
 }  // namespace detail
