@@ -8,10 +8,12 @@ Prints one line:  train_images_per_s=<x> embed_images_per_s=<y> peak_rss_mb=<z>
 
 Run with Debian's python3-torch (/usr/bin/python3 on the dev machine):
   /usr/bin/python3 bench/torch_train_step.py --img 32 --batch 128 --threads 2 --steps 20 --classes 10
-On a GPU (beside `train_step --device cuda [--amp bf16]`):
-  python3 bench/torch_train_step.py --device cuda --img 224 --batch 128 --steps 20 --classes 1000 [--amp bf16]
+On a GPU (beside `train_step --device cuda [--amp bf16|fp16]`):
+  python3 bench/torch_train_step.py --device cuda --img 224 --batch 128 --steps 20 --classes 1000 [--amp bf16|fp16]
 fp32 on the GPU is strict float32 (cuDNN's TF32 switched off, as arclight's default); --amp bf16 wraps forward and
-loss in torch.autocast(dtype=torch.bfloat16). Each step ends with loss.item(), which waits for the GPU.
+loss in torch.autocast(dtype=torch.bfloat16); --amp fp16 in torch.autocast(dtype=torch.float16) with a
+torch.cuda.amp.GradScaler (scaled backward, scaler.step / scaler.update; the skipped steps are reported).
+Each step ends with loss.item(), which waits for the GPU.
 A reference for measurement only: nothing in arclight's build or tests needs it.
 """
 import argparse
@@ -138,10 +140,10 @@ def main():
     ap.add_argument("--embed-steps", type=int, default=0)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
+    ap.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     a = ap.parse_args()
     if a.amp != "off" and a.device != "cuda":
-        ap.error("--amp bf16 needs --device cuda")
+        ap.error("--amp bf16 / fp16 need --device cuda")
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
     dev = torch.device(a.device)
@@ -155,13 +157,17 @@ def main():
                             lr=1e-3)
     x = torch.randn(a.batch, 3, a.img, a.img).to(dev)
     y = torch.randint(0, a.classes, (a.batch,)).to(dev)
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if a.amp == "bf16" else contextlib.nullcontext()
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.amp)
+    amp = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+    # Disabled (a pass-through) unless fp16: scale() returns the loss, step() calls opt.step(), update() does nothing.
+    scaler = torch.cuda.amp.GradScaler(enabled=a.amp == "fp16")
 
     def step():
         with amp:
             loss = F.cross_entropy(net(x, y).float(), y, label_smoothing=0.1)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=False)
         return loss.item()
 
@@ -191,6 +197,8 @@ def main():
           f"peak_rss_mb={peak_mb:.1f}")
     print(f"torch_train_step: torch {torch.__version__}, {a.device} {a.amp}, img {a.img}, batch {a.batch}, {a.threads} threads, "
           f"final loss {loss:.4f}", file=sys.stderr)
+    if scaler.is_enabled():
+        print(f"torch_train_step: loss scale {scaler.get_scale():g}", file=sys.stderr)
     return 0
 
 

@@ -9,10 +9,12 @@
 // --device cuda runs the same step on the GPU (Module::to, device tensors; each step ends with loss.item(), which
 // waits for the GPU, as the PyTorch script does); --amp bf16 adds cuda::AutocastScope(bf16) around forward and
 // backward (convolutions and GEMMs in bfloat16, float32 master weights, GeM and the loss in float32), the
-// counterpart of torch.autocast(dtype=torch.bfloat16).
+// counterpart of torch.autocast(dtype=torch.bfloat16); --amp fp16 uses cuda::AutocastScope(f16) and a
+// cuda::GradScaler (loss scaled before backward, gradients unscaled and checked, steps with inf/NaN skipped), the
+// counterpart of torch.autocast(dtype=torch.float16) + torch.cuda.amp.GradScaler. The skipped steps are reported.
 //
 //   build/bench/train_step --img 32 --batch 128 --threads 2 --steps 20 --classes 10
-//   train_step --device cuda --img 224 --batch 128 --steps 20 --classes 1000 [--amp bf16]
+//   train_step --device cuda --img 224 --batch 128 --steps 20 --classes 1000 [--amp bf16|fp16]
 #include <sys/resource.h>
 
 #include <chrono>
@@ -23,6 +25,7 @@
 
 #include <arclight/arclight.hpp>
 #include <arclight/core/profiler.hpp>
+#include <arclight/cuda/grad_scaler.hpp>
 #include <arclight/cuda/runtime.hpp>
 #include <arclight/models/embedding_net.hpp>
 #include <arclight/optim/adamw.hpp>
@@ -37,14 +40,14 @@ struct Args {
   int threads = 2;
   bool profile = false;
   std::string device = "cpu";  // cpu | cuda
-  std::string amp = "off";     // off | bf16 (cuda only)
+  std::string amp = "off";     // off | bf16 | fp16 (cuda only)
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "train_step: %s\nusage: train_step [--model NAME] [--img N] [--batch N] [--threads N] [--steps N]\n"
                "                  [--warmup N] [--embed-steps N] [--classes N] [--profile]\n"
-               "                  [--device cpu|cuda] [--amp off|bf16]\n",
+               "                  [--device cpu|cuda] [--amp off|bf16|fp16]\n",
                why);
   std::exit(2);
 }
@@ -73,7 +76,7 @@ Args parse(int argc, char** argv) {
     }
     if (k == "--amp") {
       a.amp = v;
-      if (a.amp != "off" && a.amp != "bf16") usage("--amp expects off or bf16");
+      if (a.amp != "off" && a.amp != "bf16" && a.amp != "fp16") usage("--amp expects off, bf16 or fp16");
       continue;
     }
     if (!numeric || n < 0) usage((k + " expects a non-negative integer, got '" + v + "'").c_str());
@@ -89,7 +92,7 @@ Args parse(int argc, char** argv) {
   if (a.img < 8 || a.batch < 2 || a.steps < 1 || a.classes < 2 || a.threads < 1)
     usage("need --img >= 8, --batch >= 2, --steps >= 1, --classes >= 2, --threads >= 1");
   if (a.embed_steps == 0) a.embed_steps = a.steps;
-  if (a.amp != "off" && a.device != "cuda") usage("--amp bf16 needs --device cuda");
+  if (a.amp != "off" && a.device != "cuda") usage("--amp bf16 / fp16 need --device cuda");
   return a;
 }
 
@@ -128,27 +131,37 @@ int main(int argc, char** argv) {
 
     Tensor x = randn({a.batch, 3, a.img, a.img}, DType::f32, gen).to(dev);
     Tensor y = randint(0, a.classes, {a.batch}, DType::i64, gen).to(dev);
-    const DType amp = a.amp == "bf16" ? DType::bf16 : DType::f32;
+    const DType amp = a.amp == "bf16" ? DType::bf16 : a.amp == "fp16" ? DType::f16 : DType::f32;
+    // fp16 needs loss scaling; otherwise the scaler is disabled and step() is exactly adamw.step().
+    cuda::GradScalerConfig scaler_cfg;
+    scaler_cfg.enabled = amp == DType::f16;
+    cuda::GradScaler scaler(scaler_cfg);
 
     auto train_step = [&] {
-      cuda::AutocastScope autocast(amp);
-      Tensor loss = net.loss(x, y, ce);
-      loss.backward();
-      adamw.step();
+      Tensor loss;
+      {
+        cuda::AutocastScope autocast(amp);
+        loss = net.loss(x, y, ce);
+        scaler.scale_loss(loss).backward();
+      }
+      scaler.step(adamw);
       adamw.zero_grad();
       return loss.item();
     };
     net.train();
     for (std::int64_t i = 0; i < a.warmup; ++i) train_step();
-    if (a.profile) profiler::enable(true);
+    // On the GPU the profile is device time: each op waits for the device before and after (serialising the two,
+    // so the images/s of a --profile run are not representative).
+    if (a.profile) profiler::enable(true), cuda::profile_device_time(dev.is_cuda());
     auto t0 = std::chrono::steady_clock::now();
     double last_loss = 0;
     for (std::int64_t i = 0; i < a.steps; ++i) last_loss = train_step();
     const double train_s = seconds_since(t0);
     if (a.profile) {
       profiler::enable(false);
-      std::fprintf(stderr, "-- train: %lld steps of batch %lld at %lld px --\n%s", static_cast<long long>(a.steps),
-                   static_cast<long long>(a.batch), static_cast<long long>(a.img), profiler::report(20).c_str());
+      std::fprintf(stderr, "-- train: %lld steps of batch %lld at %lld px%s --\n%s", static_cast<long long>(a.steps),
+                   static_cast<long long>(a.batch), static_cast<long long>(a.img),
+                   dev.is_cuda() ? ", device time per op" : "", profiler::report(25).c_str());
       profiler::reset();
     }
     if (!std::isfinite(last_loss)) {
@@ -165,6 +178,7 @@ int main(int argc, char** argv) {
     const double embed_s = seconds_since(t0);
     if (a.profile) {
       profiler::enable(false);
+      cuda::profile_device_time(false);
       std::fprintf(stderr, "-- embed --\n%s", profiler::report(10).c_str());
     }
     if (!std::isfinite(checksum)) {
@@ -179,7 +193,12 @@ int main(int argc, char** argv) {
                 static_cast<double>(ru.ru_maxrss) / 1024.0);
     std::fprintf(stderr, "train_step: %s, img %lld, batch %lld, %s%s, %d threads, final loss %.4f\n", a.model.c_str(),
                  static_cast<long long>(a.img), static_cast<long long>(a.batch), a.device.c_str(),
-                 a.amp == "bf16" ? " (bf16 autocast)" : "", a.threads, last_loss);
+                 a.amp == "bf16" ? " (bf16 autocast)" : a.amp == "fp16" ? " (fp16 autocast + loss scaling)" : "",
+                 a.threads, last_loss);
+    if (scaler.enabled())
+      std::fprintf(stderr, "train_step: loss scale %g, %lld of %lld steps skipped (inf/NaN gradients)\n",
+                   scaler.scale(), static_cast<long long>(scaler.skipped_steps()),
+                   static_cast<long long>(a.warmup + a.steps));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_step: %s\n", e.what());
     return 1;

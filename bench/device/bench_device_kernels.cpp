@@ -10,8 +10,8 @@
 // The softmax-row kernels (CE backward, fused head) also run on every RowPath side by side (kStreaming: the row
 // read twice; kSmemCache / kSmemCacheWide: part of the row kept in shared memory between the passes), so the
 // choice behind kAuto is visible. The exact top-k search (10 000 queries x 60 000 gallery x 512, k = 10) is
-// timed beside its GEMMs alone (the selection's share of the time), and the AMP gradient unscale as a
-// bandwidth kernel.
+// timed beside its GEMMs alone (the selection's share of the time), and the optimizer steps, the AGC clip and the
+// AMP gradient unscale as bandwidth kernels.
 // Usage: bench_device_kernels [--reps N] [--markdown FILE]   (exits 0 with a message when there is no GPU)
 #include <cuda_runtime_api.h>
 
@@ -274,6 +274,18 @@ int main(int argc, char** argv) {
     ak::AdamWConfig adam;
     rows.push_back({"adamw_step (multi-tensor)", shape, 28.0 * total,
                     timer.time_ms([&] { kc::adamw_step(ts.data(), tensors, adam, 10, nullptr, nullptr); }), ""});
+    // AGC over the same tensors viewed as conv weights [units, 288] (one warp per unit). The gradients are zero, so
+    // no unit clips and the data stay the same run after run: the floor is reading w and g once.
+    std::vector<kc::AgcTensor> agc(tensors);
+    for (int i = 0; i < tensors; ++i) {
+      agc[std::size_t(i)].param = ts[std::size_t(i)].param;
+      agc[std::size_t(i)].grad = const_cast<float*>(ts[std::size_t(i)].grad);
+      agc[std::size_t(i)].unit_size = 288;
+      agc[std::size_t(i)].units = std::int64_t(per) / 288;
+    }
+    const double agc_total = double(std::int64_t(per) / 288 * 288) * tensors;
+    rows.push_back({"agc_clip (multi-tensor, units of 288)", shape, 8.0 * agc_total,
+                    timer.time_ms([&] { kc::agc_clip(agc.data(), tensors, ak::AgcConfig{}, nullptr); }), ""});
     for (float* q : bufs) cudaFree(q);
   }
 

@@ -5,9 +5,10 @@
 # bench/device/CMakeLists.txt defines it), runs the tests, runs compute-sanitizer memcheck on a small subset
 # (when compute-sanitizer exists), runs the benches and prints a short table — in well under 8 minutes, every
 # step under its own timeout, then the efficientnet_b0 training step beside PyTorch (bench/torch_train_step.py) when
-# the machine's python has torch with CUDA. Logs and results go to $OUT when it is set (summary.txt, build.log,
-# tests.log, sanitizer.log, bench.log, bench_dnn.log, train_step.log, bench.md), else to <build>/logs. Without a GPU
-# it says so and exits 0.
+# the machine's python has torch with CUDA (fp32 and bf16), and, with what is left of the budget, a device-time
+# profile of the bf16 step per op type and the fp16 pair. Logs and results go to $OUT when it is set (summary.txt,
+# build.log, tests.log, sanitizer.log, bench.log, bench_dnn.log, train_step.log, train_profile.log, bench.md), else
+# to <build>/logs. Without a GPU it says so and exits 0.
 #
 #   bash bench/device/run.sh               # the device run
 #   bash bench/device/run.sh --force       # build + run anyway without a GPU (checks the script on a CPU box)
@@ -59,7 +60,9 @@ LOG="${OUT:-$BUILD/logs}"
 mkdir -p "$LOG" "$BUILD"
 SUMMARY="$LOG/summary.txt"
 : >"$SUMMARY"
-for f in build.log tests.log tests.xml sanitizer.log bench.log bench_dnn.log train_step.log bench.md; do rm -f "$LOG/$f"; done
+for f in build.log tests.log tests.xml sanitizer.log bench.log bench_dnn.log train_step.log train_profile.log bench.md; do
+  rm -f "$LOG/$f"
+done
 STEPS=()
 
 # run_step NAME TIMEOUT LOGFILE CMD...: runs under `timeout` (capped by what is left of the budget), appends to
@@ -237,7 +240,7 @@ if (( BUILD_RC == 0 )); then
   if [ -n "$SAN" ] && [ -n "$GPU_NAME" ]; then
     run_step "compute-sanitizer memcheck" 120 "$LOG/sanitizer.log" "$SAN" --tool memcheck --error-exitcode 3 \
       --leak-check no "$TEST_EXE" --gtest_color=no \
-      --gtest_filter='CudaRuntime.*:Shapes/CudaGem.*/0:Shapes/CudaGem.*/6:Shapes/CudaGem.*/9:Shapes/CudaGem.*/10:Shapes/CudaGem.*/11:Rows/CudaRows.*/*_off*:CudaGemEdge.*:CudaRowsEdge.*:Rows/CudaRows.*/n16_c1000*:Rows/CudaRows.*/n7_c300*:Rows/CudaRows.*/n6_c20000*:CudaSchedule.*:CudaOptim.SgdVariantsMatchCpu'
+      --gtest_filter='CudaRuntime.*:Shapes/CudaGem.*/0:Shapes/CudaGem.*/6:Shapes/CudaGem.*/9:Shapes/CudaGem.*/10:Shapes/CudaGem.*/11:Rows/CudaRows.*/*_off*:CudaGemEdge.*:CudaRowsEdge.*:Rows/CudaRows.*/n16_c1000*:Rows/CudaRows.*/n7_c300*:Rows/CudaRows.*/n6_c20000*:CudaSchedule.*:CudaOptim.SgdVariantsMatchCpu:CudaOptim.AgcClip*'
     [ -x "$BUILD/tests-cuda/cuda_search" ] && run_step "memcheck search" 60 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
       --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_search" --gtest_color=no \
       --gtest_filter='CudaSearch.NanScoresAreNeverSelected:CudaSearch.ExactTies*'
@@ -249,9 +252,25 @@ if (( BUILD_RC == 0 )); then
       --gtest_filter='CudaOps.Elementwise*:CudaOps.Autograd*:CudaOps.CosineLogits*'
     [ -x "$BUILD/tests-cuda/cuda_host" ] && run_step "memcheck host" 60 "$LOG/sanitizer.log" "$SAN" --tool memcheck \
       --error-exitcode 3 --leak-check no "$BUILD/tests-cuda/cuda_host" --gtest_color=no \
-      --gtest_filter='DeviceTensor.*:AmpUnscale.*'
+      --gtest_filter='DeviceTensor.*:AmpUnscale.*:BatchUploader.*'
   else
     STEPS+=("compute-sanitizer memcheck|skipped (${SAN:+no GPU}${SAN:-not installed})|0")
+  fi
+  # With what is left of the budget: where a bf16 step's device time goes (per op type, forward and backward), then
+  # the fp16 pair (autocast + dynamic loss scaling on both sides).
+  if [ -x "$TS_EXE" ] && [ -n "$GPU_NAME" ]; then
+    run_step "train_step profile bf16" 90 "$LOG/train_profile.log" "$TS_EXE" --device cuda --amp bf16 --profile \
+      --img "${ARCLIGHT_TS_IMG:-224}" --batch "${ARCLIGHT_TS_BATCH:-128}" --steps 3 --warmup 2 --embed-steps 1 \
+      --classes 1000 --threads 4
+    { echo; echo "device time per op type, efficientnet_b0 bf16 train step (train_step --profile):"
+      sed -n '/^-- train/,/^(profiled span)/p' "$LOG/train_profile.log"; } >>"$LOG/bench.md" 2>/dev/null
+    run_step "train_step arclight fp16" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp fp16 "${TS_ARGS[@]}"
+    if [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+      run_step "train_step torch fp16" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
+        --device cuda --amp fp16 "${TS_ARGS[@]}"
+    fi
+    { echo; echo "train step fp16 (arclight, torch):"
+      grep -E 'train_images_per_s|train_step: |torch_train_step: ' "$LOG/train_step.log" | tail -n 6; } >>"$LOG/bench.md"
   fi
 fi
 finish

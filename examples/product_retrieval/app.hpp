@@ -33,6 +33,8 @@
 #include <vector>
 
 #include "arclight/arclight.hpp"
+#include "arclight/cuda/grad_scaler.hpp"
+#include "arclight/cuda/upload.hpp"
 #include "arclight/data/csv_dataset.hpp"
 #include "arclight/data/data.hpp"
 #include "arclight/data/image_folder.hpp"
@@ -372,7 +374,8 @@ inline std::vector<std::uint8_t> state_to_bytes(const std::vector<std::pair<std:
 
 // The device the app computes on (train, embed, predict: --device). The CPU by default; cuda moves each model
 // there (Module::to) and each batch (Tensor::to) — data loading and augmentation stay on the host, embeddings come
-// back to the host. A run folder does not record the device: a GPU-trained run embeds on a CPU and vice versa.
+// back to the host (training uploads batches asynchronously through pinned memory: cuda::BatchUploader). A run
+// folder does not record the device: a GPU-trained run embeds on a CPU and vice versa.
 inline arclight::Device& compute_device() {
   static arclight::Device d = arclight::Device::cpu();
   return d;
@@ -382,6 +385,26 @@ inline void set_compute_device(const std::string& name) {
   ARCLIGHT_CHECK(name == "cpu" || name == "cuda", "--device", "expected cpu or cuda, got '", name, "'");
   if (name == "cuda") arclight::cuda::require_available("--device cuda");
   compute_device() = name == "cuda" ? arclight::Device::cuda(0) : arclight::Device::cpu();
+}
+
+// Mixed precision for training on the GPU (train, demo: --amp): off (float32), bf16 (convolutions and GEMMs in
+// bfloat16 under cuda::AutocastScope) or fp16 (float16 autocast with dynamic loss scaling: cuda::GradScaler skips
+// the steps whose gradients overflow). Master weights, GeM, the loss and the optimizer stay float32; embedding for
+// retrieval always runs in float32. Like --device it is not recorded in the run folder.
+inline std::string& amp_mode() {
+  static std::string m = "off";
+  return m;
+}
+// requires: name off, bf16 or fp16; anything but off needs --device cuda (call after set_compute_device).
+inline void set_amp(const std::string& name) {
+  ARCLIGHT_CHECK(name == "off" || name == "bf16" || name == "fp16", "--amp", "expected off, bf16 or fp16, got '", name,
+                 "'");
+  ARCLIGHT_CHECK(name == "off" || compute_device().is_cuda(), "--amp", "--amp ", name,
+                 " needs --device cuda (mixed precision runs on the GPU only)");
+  amp_mode() = name;
+}
+inline arclight::DType amp_dtype() {
+  return amp_mode() == "bf16" ? arclight::DType::bf16 : amp_mode() == "fp16" ? arclight::DType::f16 : arclight::DType::f32;
 }
 
 // Copies every tensor of the file into the module's state of the same name (strict: all keys, same shapes).
@@ -567,15 +590,19 @@ struct LoopState {
   double best_val = -1;
   std::int64_t best_epoch = 0;
   double seconds = 0;  // training time spent before this process
+  double loss_scale = 0;  // --amp fp16: the loss scaler's state (0: no scaler ran)
+  std::int64_t loss_scale_growth = 0;
   json to_json() const {
-    return {{"batch_in_epoch", batch_in_epoch}, {"loss_sum", loss_sum}, {"loss_steps", loss_steps}, {"images", images},
-            {"best_val", best_val}, {"best_epoch", best_epoch}, {"seconds", seconds}};
+    return {{"batch_in_epoch", batch_in_epoch}, {"loss_sum", loss_sum},     {"loss_steps", loss_steps},
+            {"images", images},                 {"best_val", best_val},     {"best_epoch", best_epoch},
+            {"seconds", seconds},               {"loss_scale", loss_scale}, {"loss_scale_growth", loss_scale_growth}};
   }
   static LoopState from_json(const json& j) {
     LoopState s;
     j.at("batch_in_epoch").get_to(s.batch_in_epoch), j.at("loss_sum").get_to(s.loss_sum);
     j.at("loss_steps").get_to(s.loss_steps), j.at("images").get_to(s.images), j.at("best_val").get_to(s.best_val);
     j.at("best_epoch").get_to(s.best_epoch), j.at("seconds").get_to(s.seconds);
+    if (j.contains("loss_scale")) j.at("loss_scale").get_to(s.loss_scale), j.at("loss_scale_growth").get_to(s.loss_scale_growth);
     return s;
   }
 };
@@ -657,8 +684,25 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
   std::ofstream train_log(log_path, std::ios::app);
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  // Batches go to the device through pinned staging buffers (asynchronous copies). The step losses stay where they
+  // were computed until the loop needs their sum (a log line or a checkpoint): reading one back every step would
+  // make the host wait for the device each step instead of queueing the next step's work. They are added in step
+  // order in double, as if read one by one.
+  arclight::cuda::BatchUploader uploader;
+  const arclight::DType amp = amp_dtype();
+  arclight::cuda::GradScalerConfig scaler_cfg;
+  scaler_cfg.enabled = amp == arclight::DType::f16;  // disabled: scale_loss is the loss, step is opt->step()
+  arclight::cuda::GradScaler scaler(scaler_cfg);
+  if (scaler.enabled() && ls.loss_scale > 0) scaler.load_state({ls.loss_scale, ls.loss_scale_growth});
+  std::vector<Tensor> pending_losses;
+  auto settle_losses = [&] {
+    for (const Tensor& l : pending_losses) ls.loss_sum += l.item();
+    pending_losses.clear();
+  };
   auto save = [&](const std::string& name) {
+    settle_losses();
     LoopState now = ls;
+    if (scaler.enabled()) now.loss_scale = scaler.scale(), now.loss_scale_growth = scaler.growth_tracker();
     now.seconds = ls.seconds + elapsed();
     st.config = arclight::io::json::Value::object();
     st.config.set("app", arclight::io::json::Value::string_value(now.to_json().dump()));
@@ -695,17 +739,21 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
       }
       const double progress = static_cast<double>(st.step) / static_cast<double>(steps_per_epoch);
       model.head().set_margin_scale(c.margin_warmup_epochs > 0 ? std::min(1.0, progress / c.margin_warmup_epochs) : 1.0);
-      Tensor x = batch_images(*b).to(dev);
-      Tensor y = arclight::from_vector(b->labels, {static_cast<std::int64_t>(b->labels.size())}).to(dev);
-      Tensor loss = model.head().loss(model.embed_raw(x), y, ce);
-      loss.backward();
-      opt->step();
+      Tensor x = uploader.upload(b->data, arclight::Shape(b->shape.begin(), b->shape.end()), dev);
+      Tensor y = uploader.upload(b->labels, {static_cast<std::int64_t>(b->labels.size())}, dev);
+      Tensor loss;
+      {
+        arclight::cuda::AutocastScope autocast(amp);
+        loss = model.head().loss(model.embed_raw(x), y, ce);
+      }
+      scaler.scale_loss(loss).backward();
+      scaler.step(*opt);  // fp16: unscale, skip the step on inf/NaN gradients, adapt the scale
       opt->zero_grad();
       ++st.step;
       st.scheduler_step = st.step;
       st.sample_index += static_cast<std::int64_t>(b->size());
       sched.step_update(st.scheduler_step);
-      ls.loss_sum += loss.item();
+      pending_losses.push_back(loss.detach());
       ++ls.loss_steps;
       ls.images += static_cast<std::int64_t>(b->size());
       ls.batch_in_epoch = static_cast<std::int64_t>(b->batch_index) + 1;
@@ -724,6 +772,7 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
       save(arclight::str_cat("step-", st.step));
       break;
     }
+    settle_losses();
     const double secs = elapsed() - epoch_t0;
     s.final_loss = ls.loss_sum / static_cast<double>(std::max<std::int64_t>(1, ls.loss_steps));
     const double ips = static_cast<double>(ls.images - images_before) / std::max(secs, 1e-9);
@@ -751,6 +800,9 @@ inline TrainSummary train_fold(const Config& c, int k, const fs::path& dir, std:
     log_line(log, arclight::str_cat(tag, " epoch ", epoch + 1, "/", c.epochs, "  loss ", s.final_loss, "  lr ", opt->lr(),
                                     val_text, "  ", static_cast<std::int64_t>(ips), " img/s  ETA ",
                                     static_cast<std::int64_t>(eta), " s"));
+    if (scaler.skipped_steps() > 0)
+      log_line(log, arclight::str_cat(tag, ": fp16 loss scaling skipped ", scaler.skipped_steps(),
+                                      " step(s) with inf/NaN gradients so far; loss scale now ", scaler.scale()));
     if (loader.skipped() > 0)
       log_line(log, arclight::str_cat(tag, ": skipped ", loader.skipped(), " unreadable image(s) so far (--on-bad-image skip)"));
     st.epoch = epoch + 1;

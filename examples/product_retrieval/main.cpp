@@ -331,6 +331,14 @@ void add_device_option(CLI::App* cmd, std::string& device) {
       ->capture_default_str();
 }
 
+// --amp on the commands that train (demo, train).
+void add_amp_option(CLI::App* cmd, std::string& amp) {
+  cmd->add_option("--amp", amp, "mixed precision on the GPU: off, bf16, or fp16 with dynamic loss scaling "
+                                "(needs --device cuda)")
+      ->check(CLI::IsMember({"off", "bf16", "fp16"}))
+      ->capture_default_str();
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"arclight-retrieval: ArcFace product retrieval (train, embed, eval, predict, report, demo)"};
   app.require_subcommand(1);
@@ -338,7 +346,7 @@ int main(int argc, char** argv) {
   ra::Config cfg;
   std::string run_dir = "runs/demo";
   std::vector<std::string> embed_runs, images;
-  std::string embed_out, device = "cpu";
+  std::string embed_out, device = "cpu", amp = "off";
   bool quick = false, resume = false, as_json = false, tta_flag = false;
   int top = 5;
 
@@ -353,6 +361,8 @@ int main(int argc, char** argv) {
   add_train_options(train, cfg);
   add_device_option(train, device);
   add_device_option(demo, device);
+  add_amp_option(train, amp);
+  add_amp_option(demo, amp);
   auto* embed = app.add_subcommand("embed", "embed the gallery (training set) and the queries (test set)");
   embed->add_option("--run", embed_runs, "run folder; repeat for an ensemble (concatenated L2-normalised embeddings)")
       ->required();
@@ -381,6 +391,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     ra::set_compute_device(device);
+    ra::set_amp(amp);
     const ra::fs::path run(run_dir);
     if (app.got_subcommand(demo)) {
       // CPU-sized defaults: fits the 10-minute budget on 2 cores; --quick for the test suite.

@@ -3,7 +3,7 @@
 //  1. status checks for cuBLAS / cuDNN ("<op>: <call> failed: CUBLAS_STATUS_... / CUDNN_STATUS_...", plus
 //     cuDNN's last-error detail when it has one) and the per-(thread, device) handle context;
 //  2. the GEMMs: row-major C = op(A)·op(B) mapped onto column-major cuBLAS by swapping the operands
-//     (Cᵀ = op(B)ᵀ·op(A)ᵀ), f32 or bf16 inputs, f32 accumulation and output, k == 0 handled by our own kernel;
+//     (Cᵀ = op(B)ᵀ·op(A)ᵀ), f32, bf16 or f16 inputs, f32 accumulation and output, k == 0 handled by our own kernel;
 //  3. the convolution plan cache: one ConvPlan (descriptors, chosen algorithm + math type, workspace layout)
 //     per key = (device, pass, dtype, every Conv2dShape field, deterministic, TF32, search mode, workspace
 //     cap), built once under a mutex and shared (std::shared_ptr<const ConvPlan>) by every later call;
@@ -13,6 +13,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -129,10 +130,14 @@ inline std::atomic<int> g_search{int(ConvAlgoSearch::kHeuristic)};
 
 inline bool tf32_enabled() { return g_allow_tf32.load() && !g_deterministic.load(); }
 
-inline std::size_t elem_size(DType dtype) { return dtype == DType::bf16 ? 2 : 4; }
+// The 16-bit storage types of mixed precision (bf16, f16): inputs of the GEMMs and convolutions, float32
+// accumulation either way.
+inline bool is_half_type(DType dtype) { return dtype == DType::bf16 || dtype == DType::f16; }
+
+inline std::size_t elem_size(DType dtype) { return is_half_type(dtype) ? 2 : 4; }
 
 inline void check_dtype(DType dtype, const char* op) {
-  ARCLIGHT_CHECK(dtype == DType::f32 || dtype == DType::bf16, op, "dtype must be f32 or bf16, got ",
+  ARCLIGHT_CHECK(dtype == DType::f32 || is_half_type(dtype), op, "dtype must be f32, bf16 or f16, got ",
                  dtype_name(dtype));
 }
 
@@ -196,7 +201,11 @@ inline std::int64_t first_overlapping_c(std::int64_t m, std::int64_t n, std::int
   return -1;
 }
 
-inline cudaDataType gemm_io_type(DType dtype) { return dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+// A and B's cuBLAS type; C is always CUDA_R_32F with CUBLAS_COMPUTE_32F (bf16 / f16 inputs: mixed precision with
+// float32 accumulation, a combination cublasGemmEx and cublasGemmStridedBatchedEx support for both 16-bit types).
+inline cudaDataType gemm_io_type(DType dtype) {
+  return dtype == DType::bf16 ? CUDA_R_16BF : dtype == DType::f16 ? CUDA_R_16F : CUDA_R_32F;
+}
 
 inline cublasComputeType_t gemm_compute_type(DType dtype) {
   return dtype == DType::f32 && tf32_enabled() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -357,7 +366,10 @@ inline std::shared_ptr<ConvPlan> build_plan(const Conv2dShape& s, DType dtype, C
   plan->wp = s.w + (s.pad_left - pad_w) + (s.pad_right - pad_w);
   plan->padded_copy = plan->hp != s.h || plan->wp != s.w;
 
-  const cudnnDataType_t dt = dtype == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+  // Tensors in the storage type; the convolution descriptor's compute type stays FLOAT for every dtype (for
+  // f16 cuDNN's "pseudo half" configuration: half data, float32 accumulation).
+  const cudnnDataType_t dt =
+      dtype == DType::bf16 ? CUDNN_DATA_BFLOAT16 : dtype == DType::f16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
   check_cudnn(cudnnCreateTensorDescriptor(&plan->x_desc), op, "cudnnCreateTensorDescriptor");
   check_cudnn(cudnnCreateTensorDescriptor(&plan->y_desc), op, "cudnnCreateTensorDescriptor");
   check_cudnn(cudnnCreateFilterDescriptor(&plan->w_desc), op, "cudnnCreateFilterDescriptor");
@@ -377,7 +389,7 @@ inline std::shared_ptr<ConvPlan> build_plan(const Conv2dShape& s, DType dtype, C
               op, "cudnnSetConvolution2dDescriptor");
   check_cudnn(cudnnSetConvolutionGroupCount(plan->conv_desc, int(s.groups)), op, "cudnnSetConvolutionGroupCount");
   const cudnnMathType_t initial_math =
-      dtype == DType::bf16 ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+      is_half_type(dtype) ? CUDNN_TENSOR_OP_MATH : (tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
   check_cudnn(cudnnSetConvolutionMathType(plan->conv_desc, initial_math), op, "cudnnSetConvolutionMathType");
 
   // cuDNN's own output arithmetic on the (padded, symmetric) problem must agree with ours.
@@ -513,8 +525,10 @@ inline std::shared_ptr<const ConvPlan> get_plan(const Conv2dShape& s, DType dtyp
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 
 // dst [planes, hp, wp] = src [planes, h, w] placed at (top, left), zeros elsewhere. E: raw storage (bits copied).
 template <typename E>
@@ -587,7 +601,7 @@ inline void launch_pad_copy(const void* src, void* dst, std::int64_t planes, con
                             const ConvPlan& p, DType dtype, Stream stream, const char* op) {
   const std::int64_t total = planes * p.hp * p.wp;
   const unsigned grid = detail::elementwise_grid(total, 256);
-  if (dtype == DType::bf16)
+  if (is_half_type(dtype))
     pad_copy_kernel<unsigned short><<<grid, 256, 0, stream>>>(static_cast<const unsigned short*>(src),
                                                               static_cast<unsigned short*>(dst), planes, s.h, s.w,
                                                               p.hp, p.wp, p.extra_top, p.extra_left);
@@ -601,7 +615,7 @@ inline void launch_crop_copy(const void* src, void* dst, std::int64_t planes, co
                              const ConvPlan& p, DType dtype, Stream stream, const char* op) {
   const std::int64_t total = planes * s.h * s.w;
   const unsigned grid = detail::elementwise_grid(total, 256);
-  if (dtype == DType::bf16)
+  if (is_half_type(dtype))
     crop_copy_kernel<unsigned short><<<grid, 256, 0, stream>>>(static_cast<const unsigned short*>(src),
                                                                static_cast<unsigned short*>(dst), planes, s.h, s.w,
                                                                p.hp, p.wp, p.extra_top, p.extra_left);
@@ -776,6 +790,9 @@ void conv2d_forward(const Conv2dShape& s, DType dtype, const void* x, const void
     if (dtype == DType::bf16)
       dnn_detail::bias_add_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(y), bias,
                                                                            s.c_out, plane, total);
+    else if (dtype == DType::f16)
+      dnn_detail::bias_add_kernel<__half><<<grid, 256, 0, stream>>>(static_cast<__half*>(y), bias, s.c_out, plane,
+                                                                    total);
     else
       dnn_detail::bias_add_kernel<float><<<grid, 256, 0, stream>>>(static_cast<float*>(y), bias, s.c_out, plane, total);
     detail::check_launch(op);
@@ -835,6 +852,9 @@ void conv2d_backward_filter(const Conv2dShape& s, DType dtype, const void* x, co
     if (dtype == DType::bf16)
       dnn_detail::bias_grad_partial_kernel<__nv_bfloat16><<<grid, 256, 0, stream>>>(
           static_cast<const __nv_bfloat16*>(dy), s.n, s.c_out, plane, partial);
+    else if (dtype == DType::f16)
+      dnn_detail::bias_grad_partial_kernel<__half><<<grid, 256, 0, stream>>>(static_cast<const __half*>(dy), s.n,
+                                                                             s.c_out, plane, partial);
     else
       dnn_detail::bias_grad_partial_kernel<float><<<grid, 256, 0, stream>>>(static_cast<const float*>(dy), s.n,
                                                                             s.c_out, plane, partial);

@@ -35,6 +35,7 @@
 #include "arclight/core/error.hpp"
 #include "kernels/common/bf16_math.hpp"
 #include "kernels/common/elementwise_math.hpp"
+#include "kernels/common/f16_math.hpp"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launchers_ops.hpp"
 
@@ -315,6 +316,12 @@ struct F32ToBf16 {
 struct Bf16ToF32 {
   __device__ __forceinline__ float operator()(std::uint16_t v) const { return bf16_bits_to_float(v); }
 };
+struct F32ToF16 {
+  __device__ __forceinline__ std::uint16_t operator()(float v) const { return float_to_f16_bits(v); }
+};
+struct F16ToF32 {
+  __device__ __forceinline__ float operator()(std::uint16_t v) const { return f16_bits_to_float(v); }
+};
 template <typename From, typename To>
 struct StaticConvert {
   __device__ __forceinline__ To operator()(From v) const { return To(v); }  // round to nearest (as the host)
@@ -460,16 +467,18 @@ void ew_convert(int out_dtype, int in_dtype, std::int64_t count, void* out, cons
   using namespace ew_detail;
   const char* where = "cuda::ew_convert";
   constexpr int f32 = int(::arclight::DType::f32), f64 = int(::arclight::DType::f64),
-                i64 = int(::arclight::DType::i64), u8 = int(::arclight::DType::u8), bf16 = int(::arclight::DType::bf16);
+                i64 = int(::arclight::DType::i64), u8 = int(::arclight::DType::u8), f16 = int(::arclight::DType::f16),
+                bf16 = int(::arclight::DType::bf16);
   const auto dname = [](int code) -> std::string {
     return code >= 0 && code <= int(::arclight::DType::bf16) ? ::arclight::dtype_name(::arclight::DType(code))
                                                               : ::arclight::str_cat("code ", code);
   };
-  const bool supported = (in_dtype == f32 && (out_dtype == bf16 || out_dtype == f64)) ||
-                         (out_dtype == f32 &&
-                          (in_dtype == bf16 || in_dtype == f64 || in_dtype == i64 || in_dtype == u8));
+  const bool supported = (in_dtype == f32 && (out_dtype == bf16 || out_dtype == f16 || out_dtype == f64)) ||
+                         (out_dtype == f32 && (in_dtype == bf16 || in_dtype == f16 || in_dtype == f64 ||
+                                               in_dtype == i64 || in_dtype == u8));
   ARCLIGHT_CHECK(supported, where, "unsupported conversion ", dname(in_dtype), " -> ", dname(out_dtype),
-                 "; expected f32 -> bf16, bf16 -> f32, f32 -> f64, f64 -> f32, i64 -> f32 or u8 -> f32");
+                 "; expected f32 -> bf16, bf16 -> f32, f32 -> f16, f16 -> f32, f32 -> f64, f64 -> f32, i64 -> f32 "
+                 "or u8 -> f32");
   ARCLIGHT_CHECK(count >= 0, where, "count is ", count, "; expected >= 0");
   if (count == 0) return;
   ARCLIGHT_CHECK(out != nullptr && in != nullptr, where, "null out or in for ", count, " elements");
@@ -477,6 +486,10 @@ void ew_convert(int out_dtype, int in_dtype, std::int64_t count, void* out, cons
     launch_convert<float, std::uint16_t>(where, count, out, in, F32ToBf16{}, stream);
   else if (in_dtype == bf16)
     launch_convert<std::uint16_t, float>(where, count, out, in, Bf16ToF32{}, stream);
+  else if (in_dtype == f32 && out_dtype == f16)
+    launch_convert<float, std::uint16_t>(where, count, out, in, F32ToF16{}, stream);
+  else if (in_dtype == f16)
+    launch_convert<std::uint16_t, float>(where, count, out, in, F16ToF32{}, stream);
   else if (in_dtype == f32)
     launch_convert<float, double>(where, count, out, in, StaticConvert<float, double>{}, stream);
   else if (in_dtype == f64)

@@ -28,11 +28,13 @@
 #include "kernels/common/softmax_math.hpp"
 
 struct CUstream_st;
+struct CUevent_st;
 
 namespace arclight::kernels::cuda {
 
-// The same type as cudaStream_t, without including cuda_runtime.h.
+// The same types as cudaStream_t and cudaEvent_t, without including cuda_runtime.h.
 using Stream = CUstream_st*;
+using Event = CUevent_st*;
 
 // ---- runtime primitives -----------------------------------------------------------------------------
 
@@ -71,6 +73,13 @@ void memset_device(void* dst, int byte_value, std::size_t bytes, Stream stream, 
 void synchronize(Stream stream, const char* op);
 Stream stream_create(const char* op);
 void stream_destroy(Stream stream) noexcept;
+// Events order host work after device work: event_record marks the current end of `stream`; event_synchronize
+// blocks the host until everything enqueued before the mark has finished (a never-recorded event is complete).
+// Timing is disabled (cudaEventDisableTiming): these are for synchronisation, the benches time with their own.
+Event event_create(const char* op);
+void event_record(Event event, Stream stream, const char* op);
+void event_synchronize(Event event, const char* op);
+void event_destroy(Event event) noexcept;
 
 // ---- GeM pooling (kernels/cuda/gem.cuh) --------------------------------------------------------------
 
@@ -216,6 +225,20 @@ struct OptimTensor {
   float* buf2 = nullptr;  // AdamW: max_exp_avg_sq (amsgrad)
   std::int64_t count = 0;
 };
+
+// One parameter of a multi-tensor AGC: `units` rows of `unit_size` floats (rows = output units of a weight; one row
+// holding the whole tensor for vectors and scalars, as kernels::cpu::agc_clip).
+struct AgcTensor {
+  const float* param = nullptr;
+  float* grad = nullptr;
+  std::int64_t units = 0;
+  std::int64_t unit_size = 1;
+};
+
+// agc_clip: Adaptive Gradient Clipping of every tensor's gradient in place, unit by unit (optim_math.hpp
+// agc_scale, norms summed in float). requires: clip_factor > 0, eps >= 0 (finite); unit_size >= 1.
+// ensures: rows under the bound untouched; params untouched.
+void agc_clip(const AgcTensor* tensors_host, std::int64_t tensor_count, const AgcConfig& cfg, Stream stream);
 
 // sgd_step: one SGD (optionally Nesterov) update of every tensor, in place, PyTorch semantics
 // (optim_math.hpp sgd_update). lr_device, when non-null, points at one device float that replaces cfg.lr

@@ -5,8 +5,9 @@
 // The conventions of kernels/cuda/launchers.hpp apply (device pointers, host-side validation that throws
 // arclight::Error("<op>: ..."), every CUDA / cuBLAS / cuDNN status checked and reported as
 // "<op>: <call> failed: <STATUS_NAME>", asynchronous on `stream`), with these additions:
-//  - dtypes: DType::f32, or DType::bf16 tensors (raw 16-bit bfloat16 storage) with float32 accumulation
-//    (mixed precision). GEMM outputs are always float32; convolution outputs have the tensors' dtype, while a
+//  - dtypes: DType::f32, or DType::bf16 / DType::f16 tensors (raw 16-bit bfloat16 / IEEE half storage) with
+//    float32 accumulation (mixed precision; cuDNN's f16 "pseudo half" configuration, cuBLAS CUDA_R_16F inputs
+//    with CUBLAS_COMPUTE_32F). GEMM outputs are always float32; convolution outputs have the tensors' dtype, while a
 //    conv bias and its gradient are always float32 (one value per channel; the master copy's precision).
 //  - Handles: each (thread, device) pair owns one cuBLAS and one cuDNN handle, created lazily on its first
 //    use and destroyed when the thread exits (release_dnn_handles() destroys the calling thread's earlier).
@@ -66,8 +67,8 @@ void release_dnn_handles() noexcept;
 // gemm: row-major C[m,n] = alpha·op(A)·op(B) + beta·C, op(X) = X or Xᵀ — exactly kernels::cpu::gemm's
 // contract. A is stored [m,k] (lda >= k) or, when trans_a, [k,m] (lda >= m); B is [k,n] (ldb >= n) or, when
 // trans_b, [n,k] (ldb >= k); C is [m,n] float32 with ldc >= n.
-// dtype: f32 (A, B float32; TF32 only when allow_tf32() && !dnn_deterministic()) or bf16 (A, B bfloat16,
-//   float32 accumulation and output).
+// dtype: f32 (A, B float32; TF32 only when allow_tf32() && !dnn_deterministic()), bf16 or f16 (A, B bfloat16 /
+//   IEEE half, float32 accumulation and output).
 // requires: m, n, k >= 0 and every dimension / leading dimension fits a 32-bit int; C does not alias A or B.
 // ensures: C overwritten when beta == 0 (old contents, NaN included, ignored), else accumulated into; with
 //   k == 0, C = beta·C (0 when beta == 0). Row-major maps onto column-major cuBLAS by computing Cᵀ = op(B)ᵀ·op(A)ᵀ,
@@ -114,7 +115,7 @@ void conv_algo_cache_clear();
 // the algorithm on the first call for this key (a miss), afterwards a cache hit.
 // requires: s filled by conv2d_shape / make_conv2d_shape and valid (positive sizes, strides and dilations >= 1,
 //   pads >= 0, groups dividing both channel counts, out_h/out_w equal to the PyTorch rule, every tensor under
-//   2^31 elements); dtype f32 or bf16; a usable GPU (the selection talks to cuDNN).
+//   2^31 elements); dtype f32, bf16 or f16; a usable GPU (the selection talks to cuDNN).
 std::size_t conv2d_workspace_bytes(const Conv2dShape& s, DType dtype, ConvPass pass);
 // The cached choice for the key (selecting it first when absent, like conv2d_workspace_bytes).
 ConvAlgoInfo conv2d_algo_info(const Conv2dShape& s, DType dtype, ConvPass pass);

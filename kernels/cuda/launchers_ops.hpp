@@ -60,8 +60,9 @@ void ew_where(const EwLayout& layout, float* out, const std::uint8_t* cond, cons
 // copy_ on the device).
 void ew_copy(const EwLayout& layout, void* out, const void* a, int elem_bytes, Stream stream);
 
-// ew_convert: contiguous dtype conversion of `count` elements. Supported pairs: f32 -> bf16 (round to nearest
-// even, NaN stays NaN), bf16 -> f32 (exact), f32 <-> f64, i64 -> f32, u8 -> f32 (comparison masks).
+// ew_convert: contiguous dtype conversion of `count` elements. Supported pairs: f32 -> bf16 and f32 -> f16 (round
+// to nearest even, NaN stays NaN; f16: subnormals kept, overflow to ±inf — kernels/common/f16_math.hpp),
+// bf16 -> f32 and f16 -> f32 (exact), f32 <-> f64, i64 -> f32, u8 -> f32 (comparison masks).
 // `in_dtype` / `out_dtype` are arclight::DType values passed as their integer codes (this header does not include
 // core/dtype.hpp's enum on purpose: the numbering is the enum's, see static_assert in the .cuh).
 void ew_convert(int out_dtype, int in_dtype, std::int64_t count, void* out, const void* in, Stream stream);

@@ -4,11 +4,13 @@
 // sgd_update / adamw_update (PyTorch semantics, shared with the CPU kernels in kernels/cpu/optim.hpp), and
 // the validation is the CPU's (validate_sgd / validate_adamw). The lr can come from device memory (the
 // schedule's output, kernels/cuda/schedule.cuh). Each element is read and written once: SGD with momentum
-// moves 4 (p) + 4 (g) + 4 (buf) read and 8 written bytes per element, AdamW 16 read + 12 written.
+// moves 4 (p) + 4 (g) + 4 (buf) read and 8 written bytes per element, AdamW 16 read + 12 written. agc_clip is the
+// multi-tensor Adaptive Gradient Clipping that runs before the update (one warp per output unit).
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/common/optim_math.hpp"
@@ -81,6 +83,47 @@ __global__ void __launch_bounds__(kOptimThreads)
   }
 }
 
+// Adaptive Gradient Clipping of up to kMaxOptimTensors tensors in one launch. Tensor t is viewed as units[t] rows of
+// unit_size[t] floats (unit_end[t] = units of tensors 0..t, a running sum). One warp clips one unit: lanes stride
+// the row summing w² and g² in float, a shuffle tree combines them (fixed order: deterministic), and the row's
+// gradient is scaled in place by agc_scale. Units are dealt to warps grid-stride in increasing order, so each
+// warp's tensor index only moves forward. Bytes: w and g read once, g written once where clipped.
+struct AgcBatch {
+  const float* param[kMaxOptimTensors];
+  float* grad[kMaxOptimTensors];
+  std::int64_t unit_size[kMaxOptimTensors];
+  std::int64_t unit_end[kMaxOptimTensors];
+  int tensors;
+};
+
+constexpr int kAgcThreads = 256;
+
+__global__ void __launch_bounds__(kAgcThreads) agc_multi_kernel(AgcBatch b, float clip_factor, float eps) {
+  const int lane = threadIdx.x & 31;
+  const std::int64_t first_warp = (std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const std::int64_t warps = (std::int64_t(gridDim.x) * blockDim.x) >> 5;
+  const std::int64_t total = b.unit_end[b.tensors - 1];
+  int t = 0;
+  for (std::int64_t u = first_warp; u < total; u += warps) {
+    while (u >= b.unit_end[t]) ++t;
+    const std::int64_t len = b.unit_size[t];
+    const std::int64_t row = u - (t == 0 ? 0 : b.unit_end[t - 1]);
+    const float* __restrict__ w = b.param[t] + row * len;
+    float* __restrict__ g = b.grad[t] + row * len;
+    float ww = 0.f, gg = 0.f;
+    for (std::int64_t i = lane; i < len; i += 32) {
+      const float wv = __ldg(w + i), gv = g[i];
+      ww = fmaf(wv, wv, ww);
+      gg = fmaf(gv, gv, gg);
+    }
+    ww = warp_sum(ww);
+    gg = warp_sum(gg);
+    const float f = agc_scale(sqrtf(ww), sqrtf(gg), clip_factor, eps);
+    if (f != 1.f)
+      for (std::int64_t i = lane; i < len; i += 32) g[i] *= f;
+  }
+}
+
 inline unsigned optim_grid(const OptimBatch& b) {
   std::int64_t largest = 1;
   for (int t = 0; t < b.tensors; ++t) largest = b.count[t] > largest ? b.count[t] : largest;
@@ -125,6 +168,39 @@ void for_each_batch(const char* op, const OptimTensor* tensors, std::int64_t ten
 }
 
 }  // namespace detail
+
+void agc_clip(const AgcTensor* tensors_host, std::int64_t tensor_count, const AgcConfig& cfg, Stream stream) {
+  const char* op = "cuda::agc_clip";
+  ARCLIGHT_CHECK(std::isfinite(cfg.clip_factor) && cfg.clip_factor > 0.0, op,
+                 "expected clip_factor > 0, got clip_factor=", cfg.clip_factor);
+  ARCLIGHT_CHECK(std::isfinite(cfg.eps) && cfg.eps >= 0.0, op, "expected eps >= 0, got eps=", cfg.eps);
+  ARCLIGHT_CHECK(tensor_count >= 0, op, "expected tensor_count >= 0, got ", tensor_count);
+  if (tensor_count == 0) return;
+  ARCLIGHT_CHECK(tensors_host != nullptr, op, "expected a host array of ", tensor_count, " tensors, got null");
+  detail::AgcBatch b{};
+  const auto launch = [&] {
+    const std::int64_t warps_needed = b.unit_end[b.tensors - 1];
+    const std::int64_t blocks = detail::ceil_div(warps_needed, detail::kAgcThreads / 32);
+    detail::agc_multi_kernel<<<unsigned(blocks < 4096 ? blocks : 4096), detail::kAgcThreads, 0, stream>>>(
+        b, float(cfg.clip_factor), float(cfg.eps));
+    detail::check_launch(op);
+    b.tensors = 0;
+  };
+  for (std::int64_t t = 0; t < tensor_count; ++t) {
+    const AgcTensor& x = tensors_host[t];
+    ARCLIGHT_CHECK(x.units >= 0 && x.unit_size > 0, op, "tensor ", t,
+                   ": expected units >= 0 and unit_size > 0, got units=", x.units, " unit_size=", x.unit_size);
+    if (x.units == 0) continue;
+    ARCLIGHT_CHECK(x.param != nullptr && x.grad != nullptr, op, "tensor ", t, ": expected non-null param and grad");
+    const int i = b.tensors++;
+    b.param[i] = x.param;
+    b.grad[i] = x.grad;
+    b.unit_size[i] = x.unit_size;
+    b.unit_end[i] = (i == 0 ? 0 : b.unit_end[i - 1]) + x.units;
+    if (b.tensors == detail::kMaxOptimTensors) launch();
+  }
+  if (b.tensors > 0) launch();
+}
 
 void sgd_step(const OptimTensor* tensors_host, std::int64_t tensor_count, const SgdConfig& cfg, bool first_step,
               const float* lr_device, Stream stream) {

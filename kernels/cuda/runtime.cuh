@@ -118,4 +118,22 @@ void stream_destroy(Stream stream) noexcept {
   if (stream != nullptr) cudaStreamDestroy(stream);
 }
 
+Event event_create(const char* op) {
+  cudaEvent_t e = nullptr;
+  detail::check_cuda(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), op, "cudaEventCreateWithFlags");
+  return e;
+}
+
+void event_record(Event event, Stream stream, const char* op) {
+  detail::check_cuda(cudaEventRecord(event, stream), op, "cudaEventRecord");
+}
+
+void event_synchronize(Event event, const char* op) {
+  detail::check_cuda(cudaEventSynchronize(event), op, "cudaEventSynchronize");
+}
+
+void event_destroy(Event event) noexcept {
+  if (event != nullptr) cudaEventDestroy(event);
+}
+
 }  // namespace arclight::kernels::cuda

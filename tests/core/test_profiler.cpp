@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "arclight/arclight.hpp"
@@ -81,4 +83,45 @@ TEST(Profiler, RecordsForwardOpsAndBackwardNodes) {
   EXPECT_NE(table.find("bwd"), std::string::npos);
   profiler::reset();
   EXPECT_TRUE(profiler::entries().empty());
+}
+
+namespace {
+std::atomic<int> g_syncs{0};
+// A "device" that takes 200 ms to drain on odd calls (a scope's entry) and 3 ms on even ones (its exit).
+void counting_sync() {
+  const int n = ++g_syncs;
+  std::this_thread::sleep_for(std::chrono::milliseconds(n % 2 == 1 ? 200 : 3));
+}
+}  // namespace
+
+// The device-time mode: the wait runs on entry and exit of each OUTERMOST scope only, never while disabled, and the
+// exit wait is charged to the op (its device work finishes inside the measured span).
+TEST(Profiler, DeviceSyncRunsAroundOutermostScopesOnly) {
+  ProfilerOff guard;
+  struct Unhook {
+    ~Unhook() { profiler::set_device_sync(nullptr); }
+  } unhook;
+  profiler::set_device_sync(&counting_sync);
+  g_syncs = 0;
+  profiler::enable(false);
+  { profiler::Scope s("off"); }
+  EXPECT_EQ(g_syncs.load(), 0) << "no wait while disabled";
+  profiler::reset();
+  profiler::enable(true);
+  {
+    profiler::Scope outer("outer");
+    profiler::Scope inner("inner");
+  }
+  EXPECT_EQ(g_syncs.load(), 2) << "one wait on entry and one on exit of the outermost scope";
+  profiler::enable(false);
+  const auto rows = profiler::entries();
+  const profiler::Entry* outer = find(rows, "outer", profiler::Phase::forward);
+  ASSERT_NE(outer, nullptr);
+  EXPECT_EQ(find(rows, "inner", profiler::Phase::forward), nullptr);
+  EXPECT_GE(outer->seconds, 0.003) << "the exit wait belongs to the op";
+  EXPECT_LT(outer->seconds, 0.2) << "the entry wait (200 ms) does not";
+  profiler::set_device_sync(nullptr);
+  profiler::enable(true);
+  { profiler::Scope s("unhooked"); }
+  EXPECT_EQ(g_syncs.load(), 2) << "removed hook is not called";
 }

@@ -1,7 +1,7 @@
 // cuDNN convolution launchers (kernels/cuda/dnn.cuh: conv2d_forward / _backward_data / _backward_filter)
 // against the CPU conv kernels (kernels/cpu/conv2d.hpp + depthwise_conv2d.hpp, run in double as the reference)
-// on fresh random inputs, every output pre-filled with NaN garbage, in f32 (TF32 off) and bf16 (bf16 tensors,
-// float32 accumulation; inputs rounded to bf16 on the host before the reference sees them). Shapes: 3x3 s1/s2,
+// on fresh random inputs, every output pre-filled with NaN garbage, in f32 (TF32 off), bf16 and f16 (16-bit
+// tensors, float32 accumulation; inputs rounded to the 16-bit type on the host before the reference sees them). Shapes: 3x3 s1/s2,
 // 1x1 (s1 and s2), depthwise 3x3/5x5 s2 and with a channel multiplier, groups=4, dilation 2, TF "same" with
 // asymmetric padding (odd total: padded-copy path), explicit asymmetric pads, batch > 1, with and without bias.
 // Also: the algorithm cache (a miss, then hits, a new key per setting), deterministic mode (bit-identical
@@ -91,8 +91,7 @@ ak::Conv2dShape shape_of(const ConvCase& c) {
 }
 
 std::vector<float> signed_values(std::size_t n, std::mt19937_64& g, DType dtype) {
-  std::vector<float> v = uniform(n, g, -1.f, 1.f);
-  return dtype == DType::bf16 ? arclight::cuda::round_to_bf16(v) : v;
+  return arclight::cuda::round_to(uniform(n, g, -1.f, 1.f), dtype);
 }
 
 std::vector<double> abs_of(const std::vector<float>& v) {
@@ -101,29 +100,31 @@ std::vector<double> abs_of(const std::vector<float>& v) {
   return a;
 }
 
-// A device tensor of `dtype` holding `values` (bf16: their bit patterns; the values are bf16-exact already).
+// A device tensor of `dtype` holding `values` (bf16 / f16: their bit patterns; the values are exact in that type
+// already).
 struct DTensor {
   DType dtype;
   DeviceBuffer<float> f32;
   DeviceBuffer<std::uint16_t> b16;
+  bool half() const { return dtype != DType::f32; }
   DTensor(const std::vector<float>& values, DType dt) : dtype(dt) {
-    if (dt == DType::bf16)
-      b16 = DeviceBuffer<std::uint16_t>(arclight::cuda::to_bf16_bits(values));
+    if (half())
+      b16 = DeviceBuffer<std::uint16_t>(arclight::cuda::to_half_bits(values, dt));
     else
       f32 = DeviceBuffer<float>(values);
   }
-  // NaN garbage of n elements (0xFFFF is a bf16 NaN, 0xFFFFFFFF a float NaN).
+  // NaN garbage of n elements (0xFFFF is a NaN in bf16 and in f16, 0xFFFFFFFF a float NaN).
   DTensor(std::size_t n, DType dt) : dtype(dt) {
-    if (dt == DType::bf16) {
+    if (half()) {
       b16 = DeviceBuffer<std::uint16_t>(n);
       b16.fill_bytes(0xFF);
     } else {
       f32 = garbage(n);
     }
   }
-  void* data() { return dtype == DType::bf16 ? static_cast<void*>(b16.data()) : static_cast<void*>(f32.data()); }
+  void* data() { return half() ? static_cast<void*>(b16.data()) : static_cast<void*>(f32.data()); }
   std::vector<float> download() const {
-    return dtype == DType::bf16 ? arclight::cuda::bf16_bits_to_floats(b16.download()) : f32.download();
+    return half() ? arclight::cuda::half_bits_to_floats(b16.download(), dtype) : f32.download();
   }
 };
 
@@ -139,8 +140,9 @@ struct Ws {
 // Tolerance factor times the largest |term|-sum of an output element (the CPU conv of |inputs|).
 // f32 (TF32 off): float accumulation (~1e-6 of the scale), with room for the Winograd / FFT transforms cuDNN
 // may pick (up to ~1e-5..1e-4); an indexing or padding bug is off by O(scale). bf16: the output itself is
-// rounded to bf16 (2^-9 relative); dw and dx are bf16 tensors too.
-double tol(DType dt) { return dt == DType::bf16 ? 1e-2 : 1e-4; }
+// rounded to bf16 (2^-9 relative); dw and dx are bf16 tensors too. f16: the same with 2^-12 relative rounding (the
+// values here stay far inside f16's range: |y| <= c_in·kh·kw, |dw| <= n·out_h·out_w).
+double tol(DType dt) { return dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : 1e-4; }
 
 struct Data {
   ak::Conv2dShape s;
@@ -220,7 +222,7 @@ TEST_P(CudaConv, ForwardBackwardDataBackwardFilterMatchCpu) {
     const auto dw_got = dw.download();
     EXPECT_TRUE(near_all(dw_got, dw_ref, 0.0, tol(dt) * max_abs(dw_abs), "backward-filter dw"))
         << "algorithm " << info.algo_name << (info.padded_copy ? " (padded copy)" : "");
-    // The bias gradient is a float32 sum of bf16-exact (or float) values in both dtypes: tight.
+    // The bias gradient is a float32 sum of bf16- / f16-exact (or float) values in every dtype: tight.
     const double db_tol = 1e-5 * max_abs(db_abs);
     EXPECT_TRUE(near_all(db.download(), db_ref, 0.0, db_tol, "backward-filter dbias"));
     EXPECT_TRUE(near_all(db_only.download(), db_ref, 0.0, db_tol, "dbias alone"));
@@ -229,7 +231,7 @@ TEST_P(CudaConv, ForwardBackwardDataBackwardFilterMatchCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaConv, ::testing::Combine(::testing::ValuesIn(kCases),
-                                                              ::testing::Values(DType::f32, DType::bf16)),
+                                                              ::testing::Values(DType::f32, DType::bf16, DType::f16)),
                          [](const ::testing::TestParamInfo<std::tuple<ConvCase, DType>>& info) {
                            return std::string(std::get<0>(info.param).name) + "_" +
                                   arclight::dtype_name(std::get<1>(info.param));
@@ -259,7 +261,7 @@ TEST(CudaConvMode, DeterministicModeIsBitIdenticalAndUsesDeterministicAlgorithms
                             {"dw_same", 8, 32, 28, 28, 32, 3, 3, same(2, 32), true}};
   DnnSettingsScope settings(DnnSettings{true, true});  // TF32 requested but ignored in deterministic mode
   for (const ConvCase& c : cases) {
-    for (DType dt : {DType::f32, DType::bf16}) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
       SCOPED_TRACE(arclight::str_cat(c.name, " ", arclight::dtype_name(dt)));
       const Data d = make_data(c, dt, g);
       for (ConvPass pass : {ConvPass::kForward, ConvPass::kBackwardData, ConvPass::kBackwardFilter}) {
@@ -304,13 +306,14 @@ TEST(CudaConvMode, AlgorithmCacheMissesOnceThenHits) {
   // Another pass, dtype or setting is another key.
   kc::conv2d_workspace_bytes(d.s, DType::f32, ConvPass::kBackwardData);
   kc::conv2d_workspace_bytes(d.s, DType::bf16, ConvPass::kForward);
+  kc::conv2d_workspace_bytes(d.s, DType::f16, ConvPass::kForward);
   {
     DnnSettingsScope det(DnnSettings{true, false});
     kc::conv2d_workspace_bytes(d.s, DType::f32, ConvPass::kForward);
   }
   st = kc::conv_algo_cache_stats();
-  EXPECT_EQ(st.misses, 4);
-  EXPECT_EQ(st.entries, 4);
+  EXPECT_EQ(st.misses, 5);
+  EXPECT_EQ(st.entries, 5);
   kc::conv2d_workspace_bytes(d.s, DType::f32, ConvPass::kForward);
   EXPECT_EQ(kc::conv_algo_cache_stats().hits, 3);
 }
@@ -387,9 +390,12 @@ TEST(CudaConvValidation, RejectsBadShapesAndDtypes) {
   EXPECT_ERROR_WITH(kc::conv2d_backward_filter(s, DType::bf16, p, p, p, nullptr, p, 0, nullptr),
                     "conv2d_backward_filter", "padding must be >= 0");
   EXPECT_ERROR_WITH(kc::conv2d_forward(good, DType::f64, p, p, nullptr, p, p, 0, nullptr),
-                    "conv2d_forward: dtype must be f32 or bf16, got f64");
+                    "conv2d_forward: dtype must be f32, bf16 or f16, got f64");
   EXPECT_ERROR_WITH(kc::conv2d_workspace_bytes(good, DType::i32, ConvPass::kForward),
-                    "conv2d_workspace_bytes: dtype must be f32 or bf16, got i32");
+                    "conv2d_workspace_bytes: dtype must be f32, bf16 or f16, got i32");
+  // f16 passes the dtype check and reaches the shape validation (s still has pad_left = -1).
+  EXPECT_ERROR_WITH(kc::conv2d_backward_data(s, DType::f16, p, p, p, p, 0, nullptr), "conv2d_backward_data",
+                    "padding must be >= 0");
   s = good;
   s.stride_w = 0;
   EXPECT_ERROR_WITH(kc::conv2d_forward(s, DType::f32, p, p, nullptr, p, p, 0, nullptr), "stride must be >= 1");

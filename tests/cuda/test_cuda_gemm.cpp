@@ -2,8 +2,8 @@
 // (kernels/cpu/gemm.hpp, run in double as the reference) on fresh random non-zero data: all four transpose
 // combinations, odd sizes, padded leading dimensions, accumulation (beta != 0) and overwrite of NaN garbage
 // (beta == 0), k == 0, strided batches (including a broadcast operand), f32 with TF32 off (tight tolerance),
-// TF32 on (looser, and visibly different), deterministic mode overriding TF32, bf16 inputs with float32
-// accumulation, a second thread (its own handles), and the host-side validation (runs without a GPU too).
+// TF32 on (looser, and visibly different), deterministic mode overriding TF32, bf16 and f16 inputs with float32
+// accumulation and output, a second thread (its own handles), and the host-side validation (runs without a GPU too).
 #include <cmath>
 #include <cstring>
 #include <ostream>
@@ -31,7 +31,8 @@ T* fake() {
   return reinterpret_cast<T*>(std::uintptr_t(256));
 }
 
-// One GEMM problem in row-major storage, with its operands as the device will see them (bf16-rounded for bf16).
+// One GEMM problem in row-major storage, with its operands as the device will see them (rounded to bf16 / f16 for
+// those dtypes).
 struct Problem {
   std::int64_t m, n, k, lda, ldb, ldc;
   bool ta, tb;
@@ -52,7 +53,7 @@ Problem make_problem(std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bo
     std::bernoulli_distribution sign(0.5);
     for (auto& x : v)
       if (sign(g)) x = -x;
-    return dtype == DType::bf16 ? arclight::cuda::round_to_bf16(v) : v;
+    return arclight::cuda::round_to(v, dtype);
   };
   p.a = fill(std::size_t(rows_a * p.lda));
   p.b = fill(std::size_t(rows_b * p.ldb));
@@ -74,16 +75,16 @@ void reference(const Problem& p, float alpha, float beta, std::vector<double>& c
   scale = max_abs(c_abs);
 }
 
-// Device copies of A and B in `dtype` (bf16: 16-bit patterns).
+// Device copies of A and B in `dtype` (bf16 / f16: 16-bit patterns).
 struct DeviceOperands {
   DeviceBuffer<float> a32, b32;
   DeviceBuffer<std::uint16_t> a16, b16;
   const void* a = nullptr;
   const void* b = nullptr;
   DeviceOperands(const Problem& p, DType dtype) {
-    if (dtype == DType::bf16) {
-      a16 = DeviceBuffer<std::uint16_t>(arclight::cuda::to_bf16_bits(p.a));
-      b16 = DeviceBuffer<std::uint16_t>(arclight::cuda::to_bf16_bits(p.b));
+    if (dtype != DType::f32) {
+      a16 = DeviceBuffer<std::uint16_t>(arclight::cuda::to_half_bits(p.a, dtype));
+      b16 = DeviceBuffer<std::uint16_t>(arclight::cuda::to_half_bits(p.b, dtype));
       a = a16.data();
       b = b16.data();
     } else {
@@ -127,9 +128,10 @@ void PrintTo(const GemmCase& c, std::ostream* os) {
 }
 
 // f32 with TF32 off: float accumulation error only (~sqrt(k)·2^-24 of the magnitude; 1e-5 leaves a margin).
-// bf16: the operands are bf16-exact on both sides, so only the accumulation differs, but cuBLAS's bf16 kernels
-// may accumulate in a different order/blocking: looser.
-double tolerance(DType dtype) { return dtype == DType::bf16 ? 1e-4 : 1e-5; }
+// bf16 / f16: the operands are exact in the 16-bit type on both sides, so only the float32 accumulation differs,
+// but cuBLAS's tensor-core kernels may accumulate in a different order/blocking: looser. (Operands here are at most
+// 1.25 in magnitude and k <= 300, far inside f16's range.)
+double tolerance(DType dtype) { return dtype == DType::f32 ? 1e-5 : 1e-4; }
 
 class CudaGemm : public ::testing::TestWithParam<GemmCase> {};
 
@@ -173,7 +175,7 @@ TEST_P(CudaGemm, MatchesCpuAccumulateAndOverwrite) {
 std::vector<GemmCase> gemm_cases() {
   std::vector<GemmCase> cases;
   const std::int64_t sizes[][3] = {{1, 1, 1}, {17, 33, 65}, {64, 48, 96}, {129, 7, 300}, {5, 301, 2}, {200, 130, 1}};
-  for (DType dt : {DType::f32, DType::bf16})
+  for (DType dt : {DType::f32, DType::bf16, DType::f16})
     for (const auto& s : sizes)
       for (int t = 0; t < 4; ++t) cases.push_back(GemmCase{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, t == 3 ? 3 : 0, dt});
   // Padded leading dimensions on every transpose combination of one odd shape.
@@ -189,7 +191,7 @@ TEST(CudaGemmBatched, MatchesCpuPerMatrixIncludingBroadcast) {
   const std::uint64_t seed = fresh_seed();
   ARCLIGHT_TRACE_SEED(seed);
   std::mt19937_64 g(seed);
-  for (DType dt : {DType::f32, DType::bf16}) {
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
     for (int t = 0; t < 4; ++t) {
       for (bool broadcast_b : {false, true}) {
         const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
@@ -242,17 +244,19 @@ TEST(CudaGemmEdge, KZeroScalesOrZeroesC) {
   std::vector<float> nan_c = c0;
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < n; ++j) nan_c[std::size_t(i * ldc + j)] = NAN;
-  DeviceBuffer<float> c1(nan_c), c2(c0), c3(c0);
+  DeviceBuffer<float> c1(nan_c), c2(c0), c3(c0), c4(nan_c);
   kc::gemm(false, false, m, n, 0, 1.f, nullptr, 1, nullptr, n, 0.f, c1.data(), ldc, DType::f32, nullptr);
   kc::gemm(true, true, m, n, 0, 1.f, nullptr, m, nullptr, 1, -2.f, c2.data(), ldc, DType::bf16, nullptr);
+  kc::gemm(false, true, m, n, 0, 1.f, nullptr, 1, nullptr, 1, 0.f, c4.data(), ldc, DType::f16, nullptr);
   kc::gemm_strided_batched(false, false, m, 3, 0, 1.f, nullptr, 1, 0, nullptr, 3, 0, 3.f, c3.data(), ldc, 3, 2,
                            DType::f32, nullptr);  // two 6x3 matrices side by side in the same rows
-  const auto r1 = c1.download(), r2 = c2.download(), r3 = c3.download();
+  const auto r1 = c1.download(), r2 = c2.download(), r3 = c3.download(), r4 = c4.download();
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < ldc; ++j) {
       const std::size_t idx = std::size_t(i * ldc + j);
       const bool in = j < n;
       EXPECT_EQ(r1[idx], in ? 0.f : c0[idx]) << "beta 0 at " << i << "," << j;
+      EXPECT_EQ(r4[idx], in ? 0.f : c0[idx]) << "f16, beta 0 at " << i << "," << j;
       EXPECT_EQ(r2[idx], in ? -2.f * c0[idx] : c0[idx]) << "beta -2 at " << i << "," << j;
       EXPECT_EQ(r3[idx], j < 6 ? 3.f * c0[idx] : c0[idx]) << "batched beta 3 at " << i << "," << j;
     }
@@ -347,7 +351,9 @@ TEST(CudaGemmValidation, RejectsBadArguments) {
   EXPECT_ERROR_WITH(kc::gemm(false, false, -1, 5, 6, 1.f, a, 6, a, 5, 0.f, c, 5, DType::f32, nullptr),
                     "sizes must be >= 0", "m=-1");
   EXPECT_ERROR_WITH(kc::gemm(false, false, 4, 5, 6, 1.f, a, 6, a, 5, 0.f, c, 5, DType::f64, nullptr),
-                    "gemm: dtype must be f32 or bf16, got f64");
+                    "gemm: dtype must be f32, bf16 or f16, got f64");
+  EXPECT_ERROR_WITH(kc::gemm(false, false, 4, 5, 6, 1.f, a, 5, a, 5, 0.f, c, 5, DType::f16, nullptr), "gemm: lda = 5",
+                    "expected lda >= 6");  // f16 is accepted and validated like the others
   EXPECT_ERROR_WITH(kc::gemm(false, false, 4, 5, std::int64_t(1) << 32, 1.f, a, std::int64_t(1) << 32, a, 5, 0.f, c,
                              5, DType::f32, nullptr),
                     "k = 4294967296", "32-bit int");
@@ -376,6 +382,7 @@ TEST(CudaGemmValidation, EmptyProblemsTouchNothing) {
   // m == 0 or n == 0 or batch == 0: valid, nothing to do, no GPU needed (null pointers are fine).
   kc::gemm(false, false, 0, 5, 6, 1.f, nullptr, 6, nullptr, 5, 0.f, nullptr, 5, DType::f32, nullptr);
   kc::gemm(false, false, 4, 0, 6, 1.f, nullptr, 6, nullptr, 1, 0.f, nullptr, 1, DType::bf16, nullptr);
+  kc::gemm(false, false, 0, 3, 6, 1.f, nullptr, 6, nullptr, 3, 0.f, nullptr, 3, DType::f16, nullptr);
   kc::gemm_strided_batched(false, false, 4, 5, 6, 1.f, nullptr, 6, 0, nullptr, 5, 0, 0.f, nullptr, 5, 0, 0,
                            DType::f32, nullptr);
   SUCCEED();

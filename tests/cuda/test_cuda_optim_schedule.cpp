@@ -1,10 +1,13 @@
 // The device learning-rate schedule (kernels/cuda/schedule.cuh) against kernels::schedule_lr on the host,
 // and the fused multi-tensor SGD / AdamW steps (kernels/cuda/optim.cuh) against the CPU kernels
 // (kernels/cpu/optim.hpp), over several steps, with more tensors than one launch takes (batching), empty and
-// one-element tensors, and the lr read from device memory as a captured step would.
+// one-element tensors, and the lr read from device memory as a captured step would; and the multi-tensor
+// Adaptive Gradient Clipping (agc_clip) against kernels::cpu::agc_clip.
+#include <cmath>
 #include <vector>
 
 #include "cuda_test_util.hpp"
+#include "harness.hpp"
 #include "kernels/cpu/optim.hpp"
 #include "kernels/cpu/schedule.hpp"
 #include "kernels/cuda/launchers.hpp"
@@ -198,6 +201,94 @@ TEST(CudaOptim, AdamWVariantsMatchCpu) {
       ts.new_grads(gen);
     }
   }
+}
+
+// AGC over 57 tensors (two launches): conv-like [units, k] weights, depthwise-like rows of 9, vectors (one unit),
+// a single long row and scalars. Each unit's gradient is drawn with a norm of 10x or 0.1x its bound
+// λ·max(‖w‖, eps), so the float (device) and double (host) norms agree on which units clip; some units have
+// weights below eps, so the eps floor decides their bound.
+TEST(CudaOptim, AgcClipMatchesCpu) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  std::mt19937_64 gen(seed);
+  const ak::AgcConfig cfg{0.02, 1e-3};
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes{{64, 288}, {320, 9}, {1, 1280}, {1, 70000}, {1, 1},
+                                                             {7, 1},   {0, 5},   {3, 33}};
+  for (int i = 0; i < 49; ++i) shapes.push_back({std::int64_t(1 + i % 11), std::int64_t(1 + (13 * i) % 40)});
+  std::vector<std::vector<float>> w, g, g_host;
+  std::vector<DeviceBuffer<float>> dw, dg;
+  std::vector<kc::AgcTensor> views;
+  std::uniform_int_distribution<int> coin(0, 1);
+  for (const auto& [units, len] : shapes) {
+    const std::size_t n = std::size_t(units * len);
+    std::vector<float> wv = normal(n, gen), gv = normal(n, gen);
+    for (std::int64_t u = 0; u < units; ++u) {
+      float* wu = wv.data() + u * len;
+      float* gu = gv.data() + u * len;
+      if (u % 5 == 4)
+        for (std::int64_t i = 0; i < len; ++i) wu[i] *= 1e-6f;  // below eps
+      double ww = 0.0, gg = 0.0;
+      for (std::int64_t i = 0; i < len; ++i) {
+        ww += double(wu[i]) * wu[i];
+        gg += double(gu[i]) * gu[i];
+      }
+      const double bound = cfg.clip_factor * std::max(std::sqrt(ww), cfg.eps);
+      const double target = bound * (coin(gen) ? 10.0 : 0.1);
+      for (std::int64_t i = 0; i < len; ++i) gu[i] = float(gu[i] * target / std::sqrt(gg));
+    }
+    w.push_back(wv);
+    g.push_back(gv);
+    dw.push_back(n == 0 ? DeviceBuffer<float>(1) : DeviceBuffer<float>(wv));
+    dg.push_back(n == 0 ? DeviceBuffer<float>(1) : DeviceBuffer<float>(gv));
+    kc::AgcTensor t;
+    t.param = dw.back().data();
+    t.grad = dg.back().data();
+    t.units = units;
+    t.unit_size = len;
+    views.push_back(t);
+  }
+  kc::agc_clip(views.data(), std::int64_t(views.size()), cfg, nullptr);
+  std::size_t clipped = 0, kept = 0;
+  for (std::size_t t = 0; t < shapes.size(); ++t) {
+    const auto [units, len] = shapes[t];
+    if (units == 0) continue;
+    std::vector<float> want = g[t];
+    ak::cpu::agc_clip<float>(units, len, w[t].data(), want.data(), cfg);
+    const std::vector<float> got = dg[t].download();
+    EXPECT_TRUE(near_all(got, want, 1e-5, 1e-12, "agc tensor " + std::to_string(t)));
+    EXPECT_EQ(dw[t].download(), w[t]) << "agc changed parameter " << t;
+    for (std::int64_t u = 0; u < units; ++u) {
+      const bool same = std::equal(want.begin() + u * len, want.begin() + (u + 1) * len, g[t].begin() + u * len);
+      if (same) {
+        ++kept;  // an unclipped unit is left bit-for-bit untouched on the device too
+        EXPECT_TRUE(std::equal(got.begin() + u * len, got.begin() + (u + 1) * len, g[t].begin() + u * len))
+            << "tensor " << t << " unit " << u << " should be untouched";
+      } else {
+        ++clipped;
+      }
+    }
+  }
+  EXPECT_GT(clipped, 50u);
+  EXPECT_GT(kept, 50u);
+}
+
+TEST(CudaOptim, AgcClipRejectsBadArguments) {
+  ARCLIGHT_REQUIRE_GPU();
+  DeviceBuffer<float> w(std::vector<float>{1.f, 2.f}), g(std::vector<float>{3.f, 4.f});
+  kc::AgcTensor t;
+  t.param = w.data();
+  t.grad = g.data();
+  t.units = 1;
+  t.unit_size = 2;
+  EXPECT_ERROR_WITH(kc::agc_clip(&t, 1, ak::AgcConfig{0.0, 1e-3}, nullptr), "cuda::agc_clip", "clip_factor > 0");
+  EXPECT_ERROR_WITH(kc::agc_clip(&t, 1, ak::AgcConfig{0.01, -1.0}, nullptr), "cuda::agc_clip", "eps >= 0");
+  t.unit_size = 0;
+  EXPECT_ERROR_WITH(kc::agc_clip(&t, 1, ak::AgcConfig{}, nullptr), "cuda::agc_clip", "unit_size > 0");
+  t.unit_size = 2;
+  t.grad = nullptr;
+  EXPECT_ERROR_WITH(kc::agc_clip(&t, 1, ak::AgcConfig{}, nullptr), "cuda::agc_clip", "non-null param and grad");
+  EXPECT_EQ(g.download(), (std::vector<float>{3.f, 4.f}));
 }
 
 }  // namespace

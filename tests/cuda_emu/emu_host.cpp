@@ -10,14 +10,9 @@
 
 #include "arclight/core/error.hpp"
 #include "kernels/common/bf16_math.hpp"
-#include "kernels/cpu/arc_margin.hpp"
-#include "kernels/cpu/arc_margin_cross_entropy.hpp"
+#include "kernels/common/f16_math.hpp"
 #include "kernels/cpu/conv2d.hpp"
-#include "kernels/cpu/cross_entropy.hpp"
-#include "kernels/cpu/gem.hpp"
 #include "kernels/cpu/gemm.hpp"
-#include "kernels/cpu/optim.hpp"
-#include "kernels/cpu/schedule.hpp"
 #include "kernels/cuda/launchers.hpp"
 #include "kernels/cuda/launchers_dnn.hpp"
 #include "kernels/cuda/launchers_ops.hpp"
@@ -63,59 +58,12 @@ void memcpy_device_to_device(void* d, const void* s, std::size_t b, Stream, cons
 void memset_device(void* d, int v, std::size_t b, Stream, const char*) { if (b) std::memset(d, v, b); }
 void synchronize(Stream, const char*) {}
 Stream stream_create(const char*) { static char dummy[16]; return reinterpret_cast<Stream>(&dummy[0]); }
+// Copies and kernels complete before their call returns here, so an event is always complete.
+Event event_create(const char*) { static char dummy[16]; return reinterpret_cast<Event>(&dummy[0]); }
+void event_record(Event, Stream, const char*) {}
+void event_synchronize(Event, const char*) {}
+void event_destroy(Event) noexcept {}
 void stream_destroy(Stream) noexcept {}
-
-// ---- GeM ----
-void gem_forward(const GemShape& shape, const float* x, const float* p, float eps, float* y, Stream) {
-  cpu::gem_forward<float>(shape, x, *p, eps, y);
-}
-std::int64_t gem_backward_workspace_floats(const GemShape& shape) { return shape.n * shape.c + 32; }
-void gem_backward(const GemShape& shape, const float* x, const float* gy, const float* p, float eps, float* gx,
-                  float* gp, float* workspace, Stream) {
-  ARCLIGHT_CHECK(gp == nullptr || workspace != nullptr, "cuda::gem_backward", "workspace is null");
-  cpu::gem_backward<float>(shape, x, gy, *p, eps, gx, gp);
-}
-
-// ---- CE / ArcMargin ----
-std::int64_t cross_entropy_workspace_floats(std::int64_t n) { return n + 64; }
-void cross_entropy_forward(const CrossEntropyShape& shape, const CrossEntropyConfig& cfg, const float* logits,
-                           const std::int64_t* labels, const float* class_weights, float* loss, float* workspace,
-                           Stream, RowPath) {
-  ARCLIGHT_CHECK(workspace != nullptr || shape.n == 0, "cuda::cross_entropy_forward", "workspace is null");
-  cpu::cross_entropy_forward<float>(shape, cfg, logits, labels, class_weights, loss);
-}
-void cross_entropy_backward(const CrossEntropyShape& shape, const CrossEntropyConfig& cfg, const float* logits,
-                            const std::int64_t* labels, const float* class_weights, const float* grad_loss,
-                            float* grad_logits, float* workspace, Stream, RowPath) {
-  ARCLIGHT_CHECK(workspace != nullptr || shape.n == 0, "cuda::cross_entropy_backward", "workspace is null");
-  cpu::cross_entropy_backward<float>(shape, cfg, logits, labels, class_weights, grad_loss, grad_logits);
-}
-void arc_margin_forward(const ArcMarginShape& shape, const ArcMarginConfig& cfg, const float* cos,
-                        const std::int64_t* labels, const float* class_margins, float* logits, Stream) {
-  cpu::arc_margin_forward<float>(shape, cfg, cos, labels, class_margins, logits);
-}
-void arc_margin_backward(const ArcMarginShape& shape, const ArcMarginConfig& cfg, const float* cos,
-                         const std::int64_t* labels, const float* class_margins, const float* grad_logits,
-                         float* grad_cos, Stream) {
-  cpu::arc_margin_backward<float>(shape, cfg, cos, labels, class_margins, grad_logits, grad_cos);
-}
-void arc_margin_cross_entropy_forward(const ArcMarginShape& shape, const ArcMarginConfig& arc_cfg,
-                                      const CrossEntropyConfig& ce_cfg, const float* cos, const std::int64_t* labels,
-                                      const float* class_margins, const float* class_weights, float* loss,
-                                      float* grad_cos, float* workspace, Stream, RowPath) {
-  ARCLIGHT_CHECK(workspace != nullptr || shape.n == 0, "cuda::arc_margin_cross_entropy_forward", "workspace is null");
-  cpu::arc_margin_cross_entropy_forward<float>(shape, arc_cfg, ce_cfg, cos, labels, class_margins, class_weights, loss,
-                                               grad_cos);
-}
-void arc_margin_cross_entropy_backward(const ArcMarginShape& shape, const ArcMarginConfig& arc_cfg,
-                                       const CrossEntropyConfig& ce_cfg, const float* cos,
-                                       const std::int64_t* labels, const float* class_margins,
-                                       const float* class_weights, const float* grad_loss, float* grad_cos,
-                                       float* workspace, Stream, RowPath) {
-  ARCLIGHT_CHECK(workspace != nullptr || shape.n == 0, "cuda::arc_margin_cross_entropy_backward", "workspace is null");
-  cpu::arc_margin_cross_entropy_backward<float>(shape, arc_cfg, ce_cfg, cos, labels, class_margins, class_weights,
-                                                grad_loss, grad_cos);
-}
 
 // ---- search (not emulated) ----
 std::int64_t topk_search_workspace_floats(const TopkSearchShape&) { not_emulated("cuda::topk_search_workspace_floats"); }
@@ -125,48 +73,6 @@ void topk_search(const TopkSearchShape&, SearchMetric, const float*, const float
 }
 void topk_search_gemm_only(const TopkSearchShape&, const float*, const float*, float*, Stream) {
   not_emulated("cuda::topk_search_gemm_only");
-}
-
-// ---- amp ----
-void amp_unscale(const AmpTensor* tensors_host, std::int64_t tensor_count, const float* inv_scale, float* found_inf,
-                 Stream) {
-  for (std::int64_t t = 0; t < tensor_count; ++t)
-    for (std::int64_t i = 0; i < tensors_host[t].count; ++i) {
-      float& g = tensors_host[t].data[i];
-      if (!std::isfinite(g)) *found_inf = 1.f;
-      g = g * *inv_scale;
-    }
-}
-
-// ---- schedule ----
-void schedule_lr_device(const ScheduleConfig& cfg, std::int64_t* step, std::int64_t steps_per_unit, bool advance,
-                        float* lr, Stream) {
-  cpu::validate_schedule(cfg);
-  *lr = float(schedule_lr(double(*step) / double(steps_per_unit), cfg));
-  if (advance) ++*step;
-}
-void schedule_lr_many(const ScheduleConfig& cfg, const double* t, std::int64_t count, double* lr, Stream) {
-  for (std::int64_t i = 0; i < count; ++i) lr[i] = schedule_lr(t[i], cfg);
-}
-
-// ---- optimizers ----
-void sgd_step(const OptimTensor* tensors_host, std::int64_t tensor_count, const SgdConfig& cfg, bool first_step,
-              const float* lr_device, Stream) {
-  SgdConfig c = cfg;
-  if (lr_device) c.lr = double(*lr_device);
-  for (std::int64_t t = 0; t < tensor_count; ++t) {
-    const OptimTensor& o = tensors_host[t];
-    cpu::sgd_step<float>(o.count, o.param, o.grad, o.buf0, first_step, c);
-  }
-}
-void adamw_step(const OptimTensor* tensors_host, std::int64_t tensor_count, const AdamWConfig& cfg, std::int64_t step,
-                const float* lr_device, Stream) {
-  AdamWConfig c = cfg;
-  if (lr_device) c.lr = double(*lr_device);
-  for (std::int64_t t = 0; t < tensor_count; ++t) {
-    const OptimTensor& o = tensors_host[t];
-    cpu::adamw_step<float>(o.count, o.param, o.grad, o.buf0, o.buf1, o.buf2, step, c);
-  }
 }
 
 // ---- dnn settings ----
@@ -199,10 +105,11 @@ const char* conv_pass_name(ConvPass pass) {
 // ---- GEMM (host BLAS on float copies) ----
 namespace {
 void check_dtype(DType dtype, const char* op) {
-  ARCLIGHT_CHECK(dtype == DType::f32 || dtype == DType::bf16, op, "dtype ", dtype_name(dtype),
-                 "; expected f32 or bf16");
+  ARCLIGHT_CHECK(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16, op, "dtype ", dtype_name(dtype),
+                 "; expected f32, bf16 or f16");
 }
-// Float view of `count` elements at p (bf16 converted; f32 copied so the CPU kernels never alias).
+// Float view of `count` elements at p (bf16 / f16 converted exactly; f32 copied so the CPU kernels never alias).
+// Like cuDNN / cuBLAS with float32 accumulation, the CPU kernels then compute in float32.
 std::vector<float> as_float(const void* p, std::int64_t count, DType dtype) {
   std::vector<float> v(std::size_t(count > 0 ? count : 0));
   if (count <= 0) return v;
@@ -210,17 +117,21 @@ std::vector<float> as_float(const void* p, std::int64_t count, DType dtype) {
     std::memcpy(v.data(), p, std::size_t(count) * 4);
   } else {
     const auto* b = static_cast<const std::uint16_t*>(p);
-    for (std::int64_t i = 0; i < count; ++i) v[std::size_t(i)] = bf16_bits_to_float(b[i]);
+    for (std::int64_t i = 0; i < count; ++i)
+      v[std::size_t(i)] = dtype == DType::f16 ? f16_bits_to_float(b[i]) : bf16_bits_to_float(b[i]);
   }
   return v;
 }
+// Stores float32 results in `dtype` (bf16 / f16: rounded to nearest even once, as the libraries' epilogues do; f16
+// overflows to ±inf).
 void store(const std::vector<float>& v, void* p, DType dtype) {
   if (v.empty()) return;
   if (dtype == DType::f32) {
     std::memcpy(p, v.data(), v.size() * 4);
   } else {
     auto* b = static_cast<std::uint16_t*>(p);
-    for (std::size_t i = 0; i < v.size(); ++i) b[i] = float_to_bf16_bits(v[i]);
+    for (std::size_t i = 0; i < v.size(); ++i)
+      b[i] = dtype == DType::f16 ? float_to_f16_bits(v[i]) : float_to_bf16_bits(v[i]);
   }
 }
 std::int64_t stored(std::int64_t rows, std::int64_t cols, std::int64_t ld) {

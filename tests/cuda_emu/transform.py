@@ -101,7 +101,14 @@ def kernel_expr_start(s, i):
     return j, end
 
 
+def dynamic_shared(src):
+    """`extern __shared__ T name[];` -> a pointer to the launch's dynamic shared memory (emu::dynamic_smem)."""
+    return re.sub(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w:]*)\s+(\w+)\s*\[\s*\]\s*;",
+                  r"\1* const \2 = static_cast<\1*>(emu::dynamic_smem);", src)
+
+
 def transform(src, sync):
+    src = dynamic_shared(src)
     out = []
     pos = 0
     n = 0

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -303,9 +304,15 @@ TEST(RetrievalApp, BadInputsGiveClearErrors) {
 TEST(RetrievalApp, DeviceOption) {
   const fs::path w = scratch("device");
   make_image_folder(w / "data", 8, 16, 4);
-  const std::vector<std::string> common = cat({"--data", "folder:" + (w / "data").string(), "--epochs", "1", "--batch",
-                                               "8", "--image-size", "16"},
-                                              kSmallMlp);
+  // the conv model (conv, batch norm + SiLU, GeM, linear, ArcMargin), 2 epochs of 4 steps
+  const std::vector<std::string> common{"--data",          "folder:" + (w / "data").string(),
+                                       "--epochs",        "2",
+                                       "--batch",         "8",
+                                       "--image-size",    "16",
+                                       "--model",         "cnn",
+                                       "--embedding-dim", "16",
+                                       "--threads",       "1",
+                                       "--workers",       "1"};
   Result r = run_app(cat({"train", "--run", (w / "gpu").string(), "--device", "cuda"}, common), w);
   if (!arclight::cuda::available()) {
     EXPECT_NE(r.rc, 0);
@@ -314,9 +321,61 @@ TEST(RetrievalApp, DeviceOption) {
   } else {
     ASSERT_EQ(r.rc, 0) << describe(r);
     EXPECT_TRUE(contains(r.out, "computing on cuda:0")) << r.out;
+    // the same run on the CPU (same seed, same batches): the per-epoch losses agree to float rounding
+    r = run_app(cat({"train", "--run", (w / "cpu").string(), "--device", "cpu"}, common), w);
+    ASSERT_EQ(r.rc, 0) << describe(r);
+    const auto gpu_log = read_jsonl(w / "gpu" / "train_log.jsonl"), cpu_log = read_jsonl(w / "cpu" / "train_log.jsonl");
+    ASSERT_EQ(gpu_log.size(), 2u);
+    ASSERT_EQ(cpu_log.size(), 2u);
+    for (std::size_t e = 0; e < 2; ++e) {
+      const double g = gpu_log[e]["loss"].get<double>(), c = cpu_log[e]["loss"].get<double>();
+      EXPECT_TRUE(std::isfinite(g) && g > 0) << g;
+      EXPECT_NEAR(g, c, 2e-3 * std::abs(c)) << "epoch " << e + 1;
+    }
+    // bf16 autocast stays close to the float32 run
+    r = run_app(cat({"train", "--run", (w / "bf16").string(), "--device", "cuda", "--amp", "bf16"}, common), w);
+    ASSERT_EQ(r.rc, 0) << describe(r);
+    const auto bf16_log = read_jsonl(w / "bf16" / "train_log.jsonl");
+    ASSERT_EQ(bf16_log.size(), 2u);
+    for (std::size_t e = 0; e < 2; ++e) {
+      const double a = bf16_log[e]["loss"].get<double>(), c = cpu_log[e]["loss"].get<double>();
+      EXPECT_NEAR(a, c, 0.05 * std::abs(c) + 0.05) << "bf16 epoch " << e + 1;
+    }
+    // fp16 with dynamic loss scaling from 2^16: the first steps' scaled gradients overflow float16, so those steps
+    // are skipped and the scale halves each time, until a step goes through. The log reports both.
+    r = run_app(cat({"train", "--run", (w / "fp16").string(), "--device", "cuda", "--amp", "fp16"}, common), w);
+    ASSERT_EQ(r.rc, 0) << describe(r);
+    const auto fp16_log = read_jsonl(w / "fp16" / "train_log.jsonl");
+    ASSERT_EQ(fp16_log.size(), 2u);
+    for (const auto& e : fp16_log) EXPECT_TRUE(std::isfinite(e["loss"].get<double>())) << e.dump();
+    const std::string marker = "fp16 loss scaling skipped ";
+    const auto at = r.out.rfind(marker);
+    if (at != std::string::npos) {
+      const int skipped = std::stoi(r.out.substr(at + marker.size()));
+      const auto scale_at = r.out.find("loss scale now ", at);
+      ASSERT_NE(scale_at, std::string::npos) << r.out;
+      const double scale = std::stod(r.out.substr(scale_at + 15));
+      EXPECT_GE(skipped, 1);
+      EXPECT_LT(skipped, 6) << "at least one of the 6 steps must go through";
+      EXPECT_EQ(scale, std::ldexp(1.0, 16 - skipped)) << r.out;
+      EXPECT_LT(fp16_log[1]["loss"].get<double>(), fp16_log[0]["loss"].get<double>()) << "the steps taken learn";
+      // the scaler's state is part of the checkpoint's loop state (a resumed run continues from it)
+      const auto ck = arclight::io::load_checkpoint(w / "fp16" / "checkpoints");
+      const auto& sj = ck.files.at("state.json");
+      const json loop = json::parse(json::parse(std::string(sj.begin(), sj.end())).at("config").at("app").get<std::string>());
+      EXPECT_EQ(loop.at("loss_scale").get<double>(), scale) << loop.dump();
+    } else {  // no overflow at all: then fp16 tracks the float32 run like bf16
+      for (std::size_t e = 0; e < 2; ++e)
+        EXPECT_NEAR(fp16_log[e]["loss"].get<double>(), cpu_log[e]["loss"].get<double>(),
+                    0.05 * std::abs(cpu_log[e]["loss"].get<double>()) + 0.05);
+    }
     r = run_app({"embed", "--run", (w / "gpu").string(), "--device", "cpu"}, w);
     ASSERT_EQ(r.rc, 0) << describe(r);
   }
+  r = run_app(cat({"train", "--run", (w / "amp_cpu").string(), "--device", "cpu", "--amp", "bf16"}, common), w);
+  EXPECT_NE(r.rc, 0);
+  EXPECT_TRUE(contains(r.err, "--amp bf16 needs --device cuda")) << describe(r);
+  EXPECT_FALSE(fs::exists(w / "amp_cpu")) << "nothing is written when --amp is refused";
   r = run_app(cat({"train", "--run", (w / "bad").string(), "--device", "tpu"}, common), w);
   EXPECT_NE(r.rc, 0);
   EXPECT_TRUE(contains(r.err, "--device") && contains(r.err, "tpu")) << describe(r);

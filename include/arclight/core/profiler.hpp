@@ -11,6 +11,11 @@
 // scope (module glue, the optimizer's bookkeeping, allocation outside ops) is reported as "(outside ops)":
 // the span between enable(true) and the report minus the profiled total.
 //
+// Asynchronous devices: ops on GPU tensors return once their kernels are queued, so host time says little. With
+// set_device_sync(fn) (e.g. arclight::cuda::profile_device_time(true)) every outermost scope calls fn — a wait for
+// the device — on entry and before it stops the clock, so each row is the op's device time (the waits serialise
+// the device and the host: use it to find hot spots, not to measure throughput).
+//
 // Cost when disabled: one relaxed atomic load per op call. When enabled, each outermost scope takes two
 // steady_clock reads and one locked map update; nested scopes only touch a thread-local counter.
 #pragma once
@@ -46,6 +51,7 @@ using Clock = std::chrono::steady_clock;
 
 struct State {
   std::atomic<bool> enabled{false};
+  std::atomic<void (*)()> device_sync{nullptr};
   std::mutex mutex;
   std::map<std::pair<std::string, Phase>, Entry> entries;
   Clock::time_point since = Clock::now();  // start of the profiled span (enable(true) or reset())
@@ -132,6 +138,9 @@ inline void enable(bool on) {
 }
 inline bool enabled() { return detail::state().enabled.load(std::memory_order_relaxed); }
 
+// Installs (or, with nullptr, removes) the wait each outermost scope makes on entry and exit (see the file comment).
+inline void set_device_sync(void (*fn)()) { detail::state().device_sync.store(fn, std::memory_order_relaxed); }
+
 // Forgets every row and the span (collection stays on or off as it was).
 inline void reset() {
   detail::State& s = detail::state();
@@ -166,14 +175,17 @@ class Scope {
     if (!detail::state().enabled.load(std::memory_order_relaxed)) return;
     if (detail::depth++ == 0) {
       name_ = name, phase_ = phase;
+      if (auto* sync = detail::state().device_sync.load(std::memory_order_relaxed)) sync();  // earlier work is not ours
       t0_ = detail::Clock::now();
     }
     active_ = true;
   }
   ~Scope() {
     if (!active_) return;
-    if (--detail::depth == 0 && name_ != nullptr)
+    if (--detail::depth == 0 && name_ != nullptr) {
+      if (auto* sync = detail::state().device_sync.load(std::memory_order_relaxed)) sync();
       detail::add(name_, phase_, std::chrono::duration<double>(detail::Clock::now() - t0_).count());
+    }
   }
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;

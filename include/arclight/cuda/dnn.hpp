@@ -1,5 +1,5 @@
-// Host-side helpers over the cuBLAS / cuDNN launchers of kernels/cuda/launchers_dnn.hpp: bfloat16 conversions
-// on the host (round-to-nearest-even, the same rounding __float2bfloat16_rn applies on the device), a scope
+// Host-side helpers over the cuBLAS / cuDNN launchers of kernels/cuda/launchers_dnn.hpp: bfloat16 and IEEE half
+// (f16) conversions on the host (round-to-nearest-even, the bits the device conversion kernel produces), a scope
 // guard that sets the deterministic / TF32 / workspace-cap / search settings and restores them, a growable
 // device workspace, and convolution calls that size that workspace themselves. The conversions are plain C++
 // and always available; the rest exists only in builds with ARCLIGHT_WITH_CUDA. No CUDA header is included.
@@ -10,8 +10,10 @@
 #include <cstring>
 #include <vector>
 
+#include "arclight/core/dtype.hpp"
 #include "arclight/core/error.hpp"
 #include "kernels/common/bf16_math.hpp"
+#include "kernels/common/f16_math.hpp"
 
 #ifdef ARCLIGHT_WITH_CUDA
 #include "arclight/cuda/runtime.hpp"
@@ -41,6 +43,44 @@ inline std::vector<float> bf16_bits_to_floats(const std::vector<std::uint16_t>& 
 
 // Each value rounded to the nearest bfloat16 (what a bf16 tensor of these values holds).
 inline std::vector<float> round_to_bf16(const std::vector<float>& v) { return bf16_bits_to_floats(to_bf16_bits(v)); }
+
+// The IEEE half (f16) bit pattern nearest to v (ties to even; subnormals kept; |v| >= 65520 -> ±inf; NaN stays NaN):
+// kernels/common/f16_math.hpp, the function the device conversion kernel uses.
+inline std::uint16_t float_to_f16_bits(float v) { return kernels::float_to_f16_bits(v); }
+
+// The float an f16 bit pattern stands for (exact).
+inline float f16_bits_to_float(std::uint16_t b) { return kernels::f16_bits_to_float(b); }
+
+// The 16-bit patterns of v in `dtype` (bf16 or f16; else arclight::Error naming the dtype).
+inline std::vector<std::uint16_t> to_half_bits(const std::vector<float>& v, DType dtype) {
+  ARCLIGHT_CHECK(dtype == DType::bf16 || dtype == DType::f16, "cuda::to_half_bits", "expected bf16 or f16, got ",
+                 dtype_name(dtype));
+  std::vector<std::uint16_t> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    out[i] = dtype == DType::f16 ? float_to_f16_bits(v[i]) : float_to_bf16_bits(v[i]);
+  return out;
+}
+
+// The floats 16-bit patterns of `dtype` (bf16 or f16) stand for (exact).
+inline std::vector<float> half_bits_to_floats(const std::vector<std::uint16_t>& v, DType dtype) {
+  ARCLIGHT_CHECK(dtype == DType::bf16 || dtype == DType::f16, "cuda::half_bits_to_floats",
+                 "expected bf16 or f16, got ", dtype_name(dtype));
+  std::vector<float> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i)
+    out[i] = dtype == DType::f16 ? f16_bits_to_float(v[i]) : bf16_bits_to_float(v[i]);
+  return out;
+}
+
+inline std::vector<std::uint16_t> to_f16_bits(const std::vector<float>& v) { return to_half_bits(v, DType::f16); }
+inline std::vector<float> f16_bits_to_floats(const std::vector<std::uint16_t>& v) {
+  return half_bits_to_floats(v, DType::f16);
+}
+inline std::vector<float> round_to_f16(const std::vector<float>& v) { return f16_bits_to_floats(to_f16_bits(v)); }
+
+// Each value as a tensor of `dtype` holds it: f32 unchanged, bf16 / f16 rounded to nearest even.
+inline std::vector<float> round_to(const std::vector<float>& v, DType dtype) {
+  return dtype == DType::f32 ? v : half_bits_to_floats(to_half_bits(v, dtype), dtype);
+}
 
 #ifdef ARCLIGHT_WITH_CUDA
 

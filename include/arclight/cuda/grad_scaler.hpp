@@ -6,6 +6,14 @@
 // GradScaler is the host-side state machine (pure C++, tested without a GPU); with the CUDA backend it also
 // runs the unscale on the device and reads the flag back. State (scale, growth tracker) goes into checkpoints
 // through state() / load_state().
+//
+// On Tensors and optimizers (the training loop a user writes, as with torch.cuda.amp.GradScaler):
+//   cuda::AutocastScope amp(DType::f16);            // convs and GEMMs in fp16 (arclight/cuda/tensor_ops.hpp)
+//   Tensor loss = model.loss(x, y);
+//   scaler.scale_loss(loss).backward();              // gradients are scale() times too large
+//   scaler.step(opt);                                // unscale in place, skip on inf/NaN, else opt.step(); update
+//   opt.zero_grad();
+// Works for CPU parameters too (exact loss scaling without autocast), and in a build without the CUDA backend.
 #pragma once
 
 #include <cmath>
@@ -15,6 +23,7 @@
 
 #include "arclight/core/error.hpp"
 #include "arclight/cuda/runtime.hpp"
+#include "arclight/optim/optimizer.hpp"
 
 namespace arclight::cuda {
 
@@ -70,6 +79,32 @@ class GradScaler {
     return true;
   }
 
+  // loss · scale(), recorded for autograd (so backward produces scale()-times gradients); `loss` itself when the
+  // scaler is disabled. requires: loss a defined floating tensor (any device; usually the 0-d training loss).
+  Tensor scale_loss(const Tensor& loss) const {
+    ARCLIGHT_CHECK(loss.defined(), "GradScaler::scale_loss", "got an undefined tensor");
+    if (!cfg_.enabled) return loss;
+    return ops::mul(loss, state_.scale);
+  }
+
+  // One optimizer step under loss scaling. Unscales every gradient of opt's parameters in place by 1/scale()
+  // (parameters without a gradient are skipped; a non-contiguous gradient is first replaced by a contiguous copy):
+  // device gradients with amp_unscale (batched launches, one flag read back), CPU gradients (f32 / f64) with a host
+  // loop that also looks for inf/NaN. Then, unless some gradient held an inf or NaN, runs opt.step() (AGC and
+  // post-step hooks included, on the unscaled gradients), and finally update(found_inf). Returns whether the
+  // optimizer stepped. A skipped step leaves the parameters and the optimizer's state (buffers, step counts)
+  // untouched; the gradients stay unscaled (with their inf/NaN) until the caller's zero_grad().
+  // Disabled scaler: exactly opt.step() (no unscale, no check), returns true.
+  bool step(optim::Optimizer& opt) {
+    if (!cfg_.enabled) {
+      opt.step();
+      return true;
+    }
+    const bool found_inf = unscale_gradients(opt);
+    if (!found_inf) opt.step();
+    return update(found_inf);
+  }
+
   GradScalerState state() const { return state_; }
   // requires: scale finite > 0, growth_tracker >= 0 (a checkpoint's values).
   void load_state(const GradScalerState& s) {
@@ -98,6 +133,56 @@ class GradScaler {
 #endif
 
  private:
+  // The unscale half of step(): every defined gradient of opt's parameters multiplied by 1/scale() in place;
+  // returns whether any held an inf or NaN before.
+  bool unscale_gradients(optim::Optimizer& opt) {
+    const char* op = "GradScaler::step";
+    const double inv = 1.0 / state_.scale;
+    bool found = false;
+#ifdef ARCLIGHT_WITH_CUDA
+    std::vector<kernels::cuda::AmpTensor> device_grads;
+#endif
+    for (const optim::ParamGroup& group : opt.param_groups())
+      for (const Tensor& param : group.params) {
+        Tensor p = param;  // a handle: set_grad acts on the shared parameter
+        Tensor g = p.grad();
+        if (!g.defined()) continue;
+        if (!g.is_contiguous()) {
+          g = arclight::detail::copy_contiguous(g);
+          p.set_grad(g);
+        }
+        if (g.device().is_cuda()) {
+          ARCLIGHT_CHECK(g.dtype() == DType::f32, op, "expected float32 device gradients, got ", g.str(), " for ",
+                         p.str());
+#ifdef ARCLIGHT_WITH_CUDA
+          device_grads.push_back({g.data_ptr<float>(), g.numel()});
+#endif
+          continue;
+        }
+        ARCLIGHT_CHECK(g.dtype() == DType::f32 || g.dtype() == DType::f64, op, "expected f32/f64 CPU gradients, got ",
+                       g.str(), " for ", p.str());
+        if (g.dtype() == DType::f32)
+          found = unscale_host(g.data_ptr<float>(), g.numel(), float(inv)) || found;
+        else
+          found = unscale_host(g.data_ptr<double>(), g.numel(), inv) || found;
+      }
+#ifdef ARCLIGHT_WITH_CUDA
+    if (!device_grads.empty()) found = unscale(device_grads) || found;
+#endif
+    return found;
+  }
+
+  // g[i] *= inv for i < n; returns whether any g[i] was inf or NaN.
+  template <typename T>
+  static bool unscale_host(T* g, std::int64_t n, T inv) {
+    bool bad = false;
+    for (std::int64_t i = 0; i < n; ++i) {
+      bad = bad || !std::isfinite(g[i]);
+      g[i] *= inv;
+    }
+    return bad;
+  }
+
   GradScalerConfig cfg_;
   GradScalerState state_;
   std::int64_t skipped_ = 0;

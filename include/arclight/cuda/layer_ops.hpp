@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "arclight/core/tensor.hpp"
 #include "kernels/common/activation_math.hpp"
@@ -169,7 +171,7 @@ inline void depthwise_backward_filter(const kernels::Conv2dShape& s, const Tenso
 
 // ---- convolution (cuDNN) ------------------------------------------------------------------------------------
 
-// y = conv(x, w) (+ bias, float32): x, w, y of `dtype` (f32, or bf16 under autocast).
+// y = conv(x, w) (+ bias, float32): x, w, y of `dtype` (f32, or bf16 / f16 under autocast).
 inline void conv2d_forward(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias,
                            const Tensor& y) {
   ARCLIGHT_DEVICE_CALL("conv2d", {
@@ -200,7 +202,7 @@ inline void conv2d_backward_filter(const kernels::Conv2dShape& s, const Tensor& 
 // ---- GEMM (cuBLAS) -------------------------------------------------------------------------------------------
 
 // C[i] = op(A[i])·op(B[i]) for `batch` row-major matrices (kernels::cuda::gemm_strided_batched's contract);
-// A and B of `dtype` (f32 or bf16), C float32.
+// A and B of `dtype` (f32, or bf16 / f16 under autocast), C float32.
 inline void gemm_batched(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, const Tensor& a,
                          std::int64_t lda, std::int64_t stride_a, const Tensor& b, std::int64_t ldb,
                          std::int64_t stride_b, const Tensor& c, std::int64_t batch) {
@@ -264,32 +266,62 @@ inline Tensor keep_mask(const Shape& shape, double keep, Generator& gen, Device 
   return mask;
 }
 
-// ---- optimizer steps (one parameter per launch; the kernels are multi-tensor) ---------------------------------
+// ---- optimizer steps (multi-tensor: one launch per kMaxOptimTensors parameters) --------------------------------
 
-// AdamW in place on one float32 device parameter (exp_avg, exp_avg_sq, max_exp_avg_sq: contiguous, its shape).
-inline void adamw_step(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor& vmax,
-                       std::int64_t step, const kernels::AdamWConfig& cfg) {
+// The float32 device parameters of one multi-tensor optimizer launch, with the config they share.
+struct OptimUpdate {
+  Tensor param, grad;  // contiguous, same shape
+  Tensor buf0, buf1, buf2;  // the rule's state buffers (undefined where unused)
+};
+
+#ifdef ARCLIGHT_WITH_CUDA
+inline std::vector<kc::OptimTensor> optim_views(const std::vector<OptimUpdate>& updates) {
+  std::vector<kc::OptimTensor> v(updates.size());
+  for (std::size_t i = 0; i < updates.size(); ++i) {
+    v[i].param = ptr<float>(updates[i].param);
+    v[i].grad = ptr<float>(updates[i].grad);
+    v[i].buf0 = ptr<float>(updates[i].buf0);
+    v[i].buf1 = ptr<float>(updates[i].buf1);
+    v[i].buf2 = ptr<float>(updates[i].buf2);
+    v[i].count = updates[i].param.numel();
+  }
+  return v;
+}
+#endif
+
+// AdamW in place on float32 device parameters that share lr, weight decay and update count (buf0 = exp_avg,
+// buf1 = exp_avg_sq, buf2 = max_exp_avg_sq under amsgrad).
+inline void adamw_step(const std::vector<OptimUpdate>& updates, std::int64_t step, const kernels::AdamWConfig& cfg) {
   ARCLIGHT_DEVICE_CALL("optim::AdamW", {
-    kc::OptimTensor t;
-    t.param = ptr<float>(param);
-    t.grad = ptr<float>(grad);
-    t.buf0 = ptr<float>(m);
-    t.buf1 = ptr<float>(v);
-    t.buf2 = ptr<float>(vmax);
-    t.count = param.numel();
-    kc::adamw_step(&t, 1, cfg, step, nullptr, nullptr);
+    const auto v = optim_views(updates);
+    kc::adamw_step(v.data(), std::int64_t(v.size()), cfg, step, nullptr, nullptr);
   });
 }
-// SGD in place on one float32 device parameter (momentum buffer undefined when momentum == 0).
-inline void sgd_step(const Tensor& param, const Tensor& grad, const Tensor& buf, bool first_step,
-                     const kernels::SgdConfig& cfg) {
+// SGD in place on float32 device parameters that share lr, weight decay and first-step flag (buf0 = the momentum
+// buffer, undefined when momentum == 0).
+inline void sgd_step(const std::vector<OptimUpdate>& updates, bool first_step, const kernels::SgdConfig& cfg) {
   ARCLIGHT_DEVICE_CALL("optim::SGD", {
-    kc::OptimTensor t;
-    t.param = ptr<float>(param);
-    t.grad = ptr<float>(grad);
-    t.buf0 = ptr<float>(buf);
-    t.count = param.numel();
-    kc::sgd_step(&t, 1, cfg, first_step, nullptr, nullptr);
+    const auto v = optim_views(updates);
+    kc::sgd_step(v.data(), std::int64_t(v.size()), cfg, first_step, nullptr, nullptr);
+  });
+}
+
+// Adaptive Gradient Clipping of float32 device parameters' contiguous gradients in place, all in one launch per
+// kMaxOptimTensors (units: the first dimension for rank >= 2, else one unit holding the whole tensor).
+inline void agc_clip(const std::vector<std::pair<Tensor, Tensor>>& param_grads, const kernels::AgcConfig& cfg) {
+  ARCLIGHT_DEVICE_CALL("optim::agc", {
+    std::vector<kc::AgcTensor> v;
+    v.reserve(param_grads.size());
+    for (const auto& [p, g] : param_grads) {
+      if (p.numel() == 0) continue;
+      kc::AgcTensor t;
+      t.param = ptr<float>(p);
+      t.grad = ptr<float>(g);
+      t.units = p.dim() >= 2 ? p.shape()[0] : 1;
+      t.unit_size = p.numel() / t.units;
+      v.push_back(t);
+    }
+    kc::agc_clip(v.data(), std::int64_t(v.size()), cfg, nullptr);
   });
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "arclight/core/error.hpp"
+#include "arclight/core/profiler.hpp"
 
 #ifdef ARCLIGHT_WITH_CUDA
 #include "kernels/cuda/launchers.hpp"
@@ -72,6 +73,25 @@ inline std::string backend_description() {
 // Throws arclight::Error naming `op` unless available().
 inline void require_available(const char* op) {
   ARCLIGHT_CHECK(available(), op, "needs a CUDA device, but ", availability().reason);
+}
+
+// Makes the op profiler report device time (core/profiler.hpp, set_device_sync): each outermost op waits for the GPU
+// on entry and before its clock stops. Off again with false. The wait runs in a destructor and must not throw, so
+// an error it meets is not raised there; device faults are sticky and the next checked call reports them.
+// requires: available() to turn it on.
+inline void profile_device_time(bool on) {
+  if (on) require_available("cuda::profile_device_time");
+#ifdef ARCLIGHT_WITH_CUDA
+  profiler::set_device_sync(on ? +[] {
+    try {
+      kernels::cuda::synchronize(nullptr, "profiler");
+    } catch (...) {
+    }
+  }
+                               : nullptr);
+#else
+  profiler::set_device_sync(nullptr);
+#endif
 }
 
 #ifdef ARCLIGHT_WITH_CUDA

@@ -1,6 +1,6 @@
 // The device side of the op layer: Tensor-level calls of the CUDA launchers (kernels/cuda/launchers*.hpp) that
 // the ops in include/arclight/ops/ make when their tensors live on a GPU. Each function checks what the CUDA
-// kernels support (float32 math; bf16 storage for mixed-precision convolutions and GEMMs; contiguity where a
+// kernels support (float32 math; bf16 / f16 storage for mixed-precision convolutions and GEMMs; contiguity where a
 // launcher needs it), builds the launcher's plain layout struct from the tensors' shapes and strides, takes its
 // workspace from the caching device allocator (a temporary Tensor: no cudaMalloc in the steady state) and
 // launches on the legacy default stream, so consecutive ops are ordered without synchronisation and a
@@ -36,10 +36,14 @@ Tensor empty(const Shape& shape, DType dtype, Device device);
 
 namespace cuda {
 
-// Mixed precision on the device (autocast): while a scope holds DType::bf16, convolutions and matrix products of
-// float32 device tensors run in bfloat16 with float32 accumulation (inputs converted, outputs back to float32);
+// Mixed precision on the device (autocast): while a scope holds DType::bf16 or DType::f16 (the "autocast dtype"),
+// convolutions (cuDNN; not our depthwise kernels) and matrix products of float32 device tensors run on copies of
+// their operands in that 16-bit type with float32 accumulation (outputs and gradients converted back to float32);
 // every other op — batch norm, activations, GeM, the loss — stays float32, and parameters stay float32 master
-// weights. Per thread. DType::f32 (the default) switches it off.
+// weights. f16 has 5 exponent bits: small gradients underflow and large activations overflow to inf, so train with
+// cuda::GradScaler (arclight/cuda/grad_scaler.hpp: loss scaling, steps with inf/NaN gradients skipped); bf16 has
+// float32's range and needs no scaler. Per thread, nestable (the destructor restores the previous dtype).
+// DType::f32 (the default) switches it off.
 namespace detail {
 inline DType& autocast_slot() {
   thread_local DType d = DType::f32;
@@ -50,8 +54,8 @@ inline DType autocast_dtype() { return detail::autocast_slot(); }
 class AutocastScope {
  public:
   explicit AutocastScope(DType dtype) : previous_(detail::autocast_slot()) {
-    ARCLIGHT_CHECK(dtype == DType::f32 || dtype == DType::bf16, "cuda::AutocastScope",
-                   "expected f32 (off) or bf16, got ", dtype_name(dtype));
+    ARCLIGHT_CHECK(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16, "cuda::AutocastScope",
+                   "expected f32 (off), bf16 or f16, got ", dtype_name(dtype));
     detail::autocast_slot() = dtype;
   }
   ~AutocastScope() { detail::autocast_slot() = previous_; }
@@ -96,8 +100,8 @@ inline void check_device(const Tensor& t, Device dev, const char* op, const char
 inline void check_f32(const Tensor& t, const char* op, const char* what) {
   if (!t.defined()) return;
   ARCLIGHT_CHECK(t.dtype() == DType::f32, op, "on CUDA, expected ", what, " of dtype f32, got ", t.str(),
-                 " (the device kernels compute in float32; bf16 is used inside convolutions and GEMMs under "
-                 "cuda::AutocastScope)");
+                 " (the device kernels compute in float32; bf16 / f16 are used inside convolutions and GEMMs "
+                 "under cuda::AutocastScope)");
 }
 
 [[noreturn]] inline void no_backend(const char* op) { fail(op, "this build has no CUDA backend"); }
@@ -211,7 +215,8 @@ inline Tensor copy_contiguous(const Tensor& t) {
   return out;
 }
 
-// A contiguous copy of t converted to `dtype` (f32 <-> bf16, f32 <-> f64, i64 -> f32, u8 -> f32).
+// A contiguous copy of t converted to `dtype` (f32 <-> bf16, f32 <-> f16, f32 <-> f64, i64 -> f32, u8 -> f32; the
+// 16-bit conversions round to nearest even, f16 overflows to ±inf: kernels/common/{bf16,f16}_math.hpp).
 inline Tensor convert(const Tensor& t, DType dtype, const char* name) {
   const Tensor src = t.is_contiguous() ? t : copy_contiguous(t);
   Tensor out = empty(t.shape(), dtype, t.device());

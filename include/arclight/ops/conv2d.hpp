@@ -55,42 +55,44 @@ inline const char* conv2d_node_name(kernels::cpu::ConvAlgo algo) {
 }
 
 // The device path of conv2d (validated arguments): cuDNN forward / backward-data / backward-filter. Under
-// cuda::AutocastScope(bf16) the input and weight are converted to bfloat16, cuDNN computes in bf16 with float32
-// accumulation, and the output and gradients come back as float32 (the bias stays float32 throughout); the bf16
-// copies are what the backward keeps.
+// cuda::AutocastScope(bf16 or f16) the input and weight are converted to that 16-bit type, cuDNN computes in it
+// with float32 accumulation, and the output and gradients come back as float32 (the bias stays float32
+// throughout); the 16-bit copies are what the backward keeps, and the backward converts the incoming gradient to
+// the same type (under f16 a loss-scaled gradient beyond 65504 becomes inf, which cuda::GradScaler detects).
 inline Tensor conv2d_depthwise_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias);
 
 inline Tensor conv2d_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias) {
   if (s.groups == s.c_in && s.c_out == s.c_in && cuda::depthwise_kernels() == cuda::DepthwiseKernels::own)
     return conv2d_depthwise_cuda(s, x, w, bias);
-  const bool bf16 = cuda::autocast_dtype() == DType::bf16;
+  const DType amp = cuda::autocast_dtype();  // f32 (off), bf16 or f16
+  const bool half = amp != DType::f32;
   const Device dev = x.device();
-  const Tensor xc = bf16 ? cuda::detail::convert(x, DType::bf16, "conv2d") : dense_detached(x);
-  const Tensor wc = bf16 ? cuda::detail::convert(w, DType::bf16, "conv2d") : dense_detached(w);
+  const Tensor xc = half ? cuda::detail::convert(x, amp, "conv2d") : dense_detached(x);
+  const Tensor wc = half ? cuda::detail::convert(w, amp, "conv2d") : dense_detached(w);
   const Tensor bc = dense_detached(bias);
   const char* node_name = "conv2d[cudnn]";
   profiler::Scope profile_scope_(node_name);
   Tensor y = empty({s.n, s.c_out, s.out_h, s.out_w}, xc.dtype(), dev);
   cuda::detail::conv2d_forward(s, xc, wc, bc, y);
-  if (bf16) y = cuda::detail::convert(y, DType::f32, "conv2d");
+  if (half) y = cuda::detail::convert(y, DType::f32, "conv2d");
   const bool need_x = x.requires_grad(), need_w = w.requires_grad(), need_b = bias.defined() && bias.requires_grad();
   const Tensor x_saved = need_w || need_b ? xc : Tensor(), w_saved = need_x ? wc : Tensor();
   autograd::record(node_name, {x, w, bias}, y,
-                   [s, x_saved, w_saved, need_x, need_w, need_b, bf16, dev, w_shape = w.shape(),
+                   [s, x_saved, w_saved, need_x, need_w, need_b, half, amp, dev, w_shape = w.shape(),
                     b_shape = bias.defined() ? bias.shape() : Shape{}](const std::vector<Tensor>& g) {
-                     const Tensor gy = bf16 ? cuda::detail::convert(g[0], DType::bf16, "conv2d_backward")
+                     const Tensor gy = half ? cuda::detail::convert(g[0], amp, "conv2d_backward")
                                             : dense_detached(g[0]);
                      Tensor gx, gw, gb;
                      if (need_x) {
                        gx = empty({s.n, s.c_in, s.h, s.w}, gy.dtype(), dev);
                        cuda::detail::conv2d_backward_data(s, gy, w_saved, gx);
-                       if (bf16) gx = cuda::detail::convert(gx, DType::f32, "conv2d_backward");
+                       if (half) gx = cuda::detail::convert(gx, DType::f32, "conv2d_backward");
                      }
                      if (need_w || need_b) {
                        if (need_w) gw = empty(w_shape, gy.dtype(), dev);
                        if (need_b) gb = empty(b_shape, DType::f32, dev);
                        cuda::detail::conv2d_backward_filter(s, x_saved, gy, gw, gb);
-                       if (need_w && bf16) gw = cuda::detail::convert(gw, DType::f32, "conv2d_backward");
+                       if (need_w && half) gw = cuda::detail::convert(gw, DType::f32, "conv2d_backward");
                      }
                      return std::vector<Tensor>{gx, gw, gb};
                    });
@@ -98,7 +100,7 @@ inline Tensor conv2d_cuda(const kernels::Conv2dShape& s, const Tensor& x, const 
 }
 
 // Depthwise convolutions (multiplier 1) on the device: our float32 kernels (kernels/cuda/depthwise.cuh), also under
-// bf16 autocast (the layer is memory-bound; converting would cost more than it saves).
+// bf16 / f16 autocast (the layer is memory-bound; converting would cost more than it saves).
 inline Tensor conv2d_depthwise_cuda(const kernels::Conv2dShape& s, const Tensor& x, const Tensor& w, const Tensor& bias) {
   const char* node_name = "conv2d[depthwise]";
   profiler::Scope profile_scope_(node_name);

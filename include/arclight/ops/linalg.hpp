@@ -42,11 +42,11 @@ inline Tensor bmm_kernel(Tensor a, Tensor b, const char* name) {
     ob = blas_operand(k, n, b.strides()[1], b.strides()[2]);
   }
   if (a.device().is_cuda()) {
-    // cuBLAS, one strided-batched call; under cuda::AutocastScope(bf16) on bfloat16 copies of the operands with
-    // float32 accumulation and output.
-    if (cuda::autocast_dtype() == DType::bf16) {
-      a = cuda::detail::convert(a, DType::bf16, name);
-      b = cuda::detail::convert(b, DType::bf16, name);
+    // cuBLAS, one strided-batched call; under cuda::AutocastScope(bf16 or f16) on 16-bit copies of the operands
+    // with float32 accumulation and output.
+    if (const DType amp = cuda::autocast_dtype(); amp != DType::f32) {
+      a = cuda::detail::convert(a, amp, name);
+      b = cuda::detail::convert(b, amp, name);
       oa = blas_operand(m, k, a.strides()[1], a.strides()[2]);
       ob = blas_operand(k, n, b.strides()[1], b.strides()[2]);
     }
@@ -86,7 +86,9 @@ inline Tensor mm(const Tensor& a, const Tensor& b) {
   Tensor out = detail::make_view(out3, {a.shape()[0], b.shape()[1]}, {b.shape()[1], 1}, 0);
   const Tensor ad = a.detach(), bd = b.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  autograd::record("mm", {a, b}, out, [ad, bd, need_a, need_b](const std::vector<Tensor>& g) {
+  // The backward products run in the precision the forward ran in, whatever autocast scope backward() is under.
+  autograd::record("mm", {a, b}, out, [ad, bd, need_a, need_b, amp = cuda::autocast_dtype()](const std::vector<Tensor>& g) {
+    cuda::AutocastScope scope(amp);
     return std::vector<Tensor>{need_a ? mm(g[0], transpose(bd, 0, 1)) : Tensor(),
                                need_b ? mm(transpose(ad, 0, 1), g[0]) : Tensor()};
   });
@@ -107,7 +109,8 @@ inline Tensor bmm(const Tensor& a, const Tensor& b) {
   Tensor out = detail::bmm_kernel(a, b, "bmm");
   const Tensor ad = a.detach(), bd = b.detach();
   const bool need_a = a.requires_grad(), need_b = b.requires_grad();
-  autograd::record("bmm", {a, b}, out, [ad, bd, need_a, need_b](const std::vector<Tensor>& g) {
+  autograd::record("bmm", {a, b}, out, [ad, bd, need_a, need_b, amp = cuda::autocast_dtype()](const std::vector<Tensor>& g) {
+    cuda::AutocastScope scope(amp);
     return std::vector<Tensor>{need_a ? bmm(g[0], transpose(bd, 1, 2)) : Tensor(),
                                need_b ? bmm(transpose(ad, 1, 2), g[0]) : Tensor()};
   });

@@ -1,8 +1,12 @@
 // optim::AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019) with exactly torch.optim.AdamW's
 // semantics (1.13, single-tensor path): p *= 1 − lr·wd; m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²;
 // (amsgrad: v̂ = max(v̂, v)); p −= lr/(1 − β1^t) · m / (sqrt(v or v̂)/sqrt(1 − β2^t) + eps), with t the
-// parameter's own update count. Each parameter is updated in place by kernels/cpu/optim.hpp's adamw_step.
+// parameter's own update count. Each CPU parameter is updated in place by kernels/cpu/optim.hpp's adamw_step;
+// device parameters by kernels/cuda/optim.cuh's multi-tensor adamw_step.
 #pragma once
+
+#include <map>
+#include <tuple>
 
 #include "arclight/optim/optimizer.hpp"
 
@@ -32,6 +36,31 @@ class AdamW : public Optimizer {
   std::vector<std::string> buffer_names() const override { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
 
   void update(std::size_t k, Tensor& param, const Tensor& grad, double lr, double weight_decay) override {
+    auto& st = state_for(k, param);
+    const std::int64_t step = ++param_steps_[k];
+    const kernels::AdamWConfig cfg = kernel_config(lr, weight_decay);
+    dispatch_floating(param.dtype(), "optim::AdamW", [&]<typename T>() {
+      kernels::cpu::adamw_step<T>(param.numel(), param.data_ptr<T>(), grad.data_ptr<T>(), st[0].data_ptr<T>(),
+                                  st[1].data_ptr<T>(), opt_.amsgrad ? st[2].data_ptr<T>() : nullptr, step, cfg);
+    });
+  }
+
+  // Parameters sharing (lr, weight decay, update count) go in one multi-tensor launch; usually all of a group.
+  void update_device(const std::vector<DeviceUpdate>& updates) override {
+    std::map<std::tuple<double, double, std::int64_t>, std::vector<cuda::detail::OptimUpdate>> launches;
+    for (const auto& u : updates) {
+      auto& st = state_for(u.k, u.param);
+      const std::int64_t step = ++param_steps_[u.k];
+      launches[{u.lr, u.weight_decay, step}].push_back(
+          {u.param, u.grad, st[0], st[1], opt_.amsgrad ? st[2] : Tensor()});
+    }
+    for (const auto& [key, items] : launches)
+      cuda::detail::adamw_step(items, std::get<2>(key), kernel_config(std::get<0>(key), std::get<1>(key)));
+  }
+
+ private:
+  // Parameter k's buffers, created (zeros on its device) at its first update.
+  std::vector<Tensor>& state_for(std::size_t k, const Tensor& param) {
     ensure_state();
     auto& st = state_[k];
     if (!st[0].defined()) {
@@ -41,19 +70,9 @@ class AdamW : public Optimizer {
     }
     ARCLIGHT_CHECK(!opt_.amsgrad || st[2].defined(), "optim::AdamW", "parameter ", k,
                    " has no max_exp_avg_sq buffer (state loaded from a non-amsgrad AdamW)");
-    const std::int64_t step = ++param_steps_[k];
-    const kernels::AdamWConfig cfg = kernel_config(lr, weight_decay);
-    if (param.device().is_cuda()) {
-      cuda::detail::adamw_step(param, grad, st[0], st[1], opt_.amsgrad ? st[2] : Tensor(), step, cfg);
-      return;
-    }
-    dispatch_floating(param.dtype(), "optim::AdamW", [&]<typename T>() {
-      kernels::cpu::adamw_step<T>(param.numel(), param.data_ptr<T>(), grad.data_ptr<T>(), st[0].data_ptr<T>(),
-                                  st[1].data_ptr<T>(), opt_.amsgrad ? st[2].data_ptr<T>() : nullptr, step, cfg);
-    });
+    return st;
   }
 
- private:
   kernels::AdamWConfig kernel_config(double lr, double weight_decay) const {
     kernels::AdamWConfig c;
     c.lr = lr;

@@ -2,7 +2,9 @@
 // (zero_grad, lr control for the schedule, optional Adaptive Gradient Clipping per group, post-step hooks,
 // per-parameter state exposed for checkpoints) and param_groups(), the default split of a module's
 // parameters into weight-decay and no-decay groups. Concrete update rules live in optim/sgd.hpp and
-// optim/adamw.hpp and run the flat CPU kernels of kernels/cpu/optim.hpp on each parameter in place.
+// optim/adamw.hpp: they run the flat CPU kernels of kernels/cpu/optim.hpp on each CPU parameter in place, and
+// update a step's device parameters together in multi-tensor launches (one per 48 tensors that share lr, weight
+// decay and update count); AGC on the device is one multi-tensor launch as well.
 //
 // Learning rates: the optimizer has one lr (set by the schedule through set_lr); group g steps with
 // lr·lr_scale_g. Weight decay: each group has its own, or the optimizer's default when unset.
@@ -143,25 +145,32 @@ class Optimizer {
 
   // One update of every parameter that has a gradient (parameters without one are skipped and keep their
   // state, as PyTorch). Under NoGradGuard: (1) AGC clips the gradients of agc groups in place when AGC is
-  // on, (2) the update rule runs in place on each parameter, (3) the post-step hooks run in order.
+  // on, (2) the update rule runs in place on each parameter (device parameters batched), (3) the post-step
+  // hooks run in order.
   void step() {
     profiler::Scope profile_scope_(name_.c_str());
     NoGradGuard ng;
     if (agc_) {
+      std::vector<Tensor> clipped;
       for (const auto& grp : groups_)
-        if (grp.agc)
-          for (const auto& p : grp.params) adaptive_clip_grad_(p, *agc_);
+        if (grp.agc) clipped.insert(clipped.end(), grp.params.begin(), grp.params.end());
+      adaptive_clip_grad_(clipped, *agc_);
     }
+    std::vector<DeviceUpdate> device;
     for (std::size_t k = 0; k < index_.size(); ++k) {
       const auto [g, i] = index_[k];
       Tensor p = groups_[g].params[i];
       Tensor grad = p.grad();
       if (!grad.defined()) continue;
-      ARCLIGHT_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype(), name_, "gradient ", grad.str(),
-                     " does not match parameter ", p.str());
+      ARCLIGHT_CHECK(grad.shape() == p.shape() && grad.dtype() == p.dtype() && grad.device() == p.device(), name_,
+                     "gradient ", grad.str(), " does not match parameter ", p.str());
       if (!grad.is_contiguous()) grad = arclight::detail::copy_contiguous(grad);
-      update(k, p, grad, group_lr(g), group_weight_decay(g));
+      if (p.device().is_cuda())
+        device.push_back({k, p, grad, group_lr(g), group_weight_decay(g)});
+      else
+        update(k, p, grad, group_lr(g), group_weight_decay(g));
     }
+    if (!device.empty()) update_device(device);
     ++step_count_;
     for (auto& h : hooks_) h();
   }
@@ -257,8 +266,18 @@ class Optimizer {
   }
 
  protected:
-  // Updates parameter k (flat index) in place from its contiguous gradient with this group's lr and wd.
+  // Updates CPU parameter k (flat index) in place from its contiguous gradient with this group's lr and wd.
   virtual void update(std::size_t k, Tensor& param, const Tensor& grad, double lr, double weight_decay) = 0;
+
+  // One device parameter of a step: flat index, the parameter, its contiguous gradient, its group's lr and wd.
+  struct DeviceUpdate {
+    std::size_t k;
+    Tensor param, grad;
+    double lr, weight_decay;
+  };
+  // Updates all device parameters of one step in place. The rules batch parameters that share their launch
+  // constants (lr, wd, update count) into multi-tensor launches (kernels/cuda/optim.cuh).
+  virtual void update_device(const std::vector<DeviceUpdate>& updates) = 0;
   // Names of the per-parameter buffers, in the order of state_[k].
   virtual std::vector<std::string> buffer_names() const = 0;
 

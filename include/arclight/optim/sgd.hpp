@@ -2,8 +2,12 @@
 // weight decay, with exactly torch.optim.SGD's semantics (1.13): d = g + wd·p; buf = d on a parameter's
 // first update, then momentum·buf + (1 − dampening)·d; d = nesterov ? d + momentum·buf : buf; p −= lr·d.
 // The reference recipe (METHOD.md §7) is momentum 0.9, Nesterov, lr 0.002, weight decay 1e-4 on the
-// "decay" group. Each parameter is updated in place by kernels/cpu/optim.hpp's sgd_step.
+// "decay" group. Each CPU parameter is updated in place by kernels/cpu/optim.hpp's sgd_step; device parameters
+// by kernels/cuda/optim.cuh's multi-tensor sgd_step.
 #pragma once
+
+#include <map>
+#include <tuple>
 
 #include "arclight/optim/optimizer.hpp"
 
@@ -33,16 +37,9 @@ class SGD : public Optimizer {
   std::vector<std::string> buffer_names() const override { return {"momentum_buffer"}; }
 
   void update(std::size_t k, Tensor& param, const Tensor& grad, double lr, double weight_decay) override {
-    ensure_state();
     const kernels::SgdConfig cfg = kernel_config(lr, weight_decay);
-    Tensor& buf = state_[k][0];
-    const bool first = !buf.defined();
-    if (first && opt_.momentum != 0.0) buf = empty(param.shape(), param.dtype(), param.device());
-    if (param.device().is_cuda()) {
-      cuda::detail::sgd_step(param, grad, buf, first, cfg);
-      ++param_steps_[k];
-      return;
-    }
+    bool first = false;
+    const Tensor& buf = buffer_for(k, param, first);
     dispatch_floating(param.dtype(), "optim::SGD", [&]<typename T>() {
       kernels::cpu::sgd_step<T>(param.numel(), param.data_ptr<T>(), grad.data_ptr<T>(),
                                 buf.defined() ? buf.data_ptr<T>() : nullptr, first, cfg);
@@ -50,7 +47,30 @@ class SGD : public Optimizer {
     ++param_steps_[k];
   }
 
+  // Parameters sharing (lr, weight decay, first update or not) go in one multi-tensor launch.
+  void update_device(const std::vector<DeviceUpdate>& updates) override {
+    std::map<std::tuple<double, double, bool>, std::vector<cuda::detail::OptimUpdate>> launches;
+    for (const auto& u : updates) {
+      bool first = false;
+      const Tensor& buf = buffer_for(u.k, u.param, first);
+      launches[{u.lr, u.weight_decay, first}].push_back({u.param, u.grad, buf, Tensor(), Tensor()});
+      ++param_steps_[u.k];
+    }
+    for (const auto& [key, items] : launches)
+      cuda::detail::sgd_step(items, std::get<2>(key), kernel_config(std::get<0>(key), std::get<1>(key)));
+  }
+
  private:
+  // Parameter k's momentum buffer (undefined without momentum); first: whether this is its first update (the
+  // buffer is then created uninitialised: the kernel writes it before reading).
+  const Tensor& buffer_for(std::size_t k, const Tensor& param, bool& first) {
+    ensure_state();
+    Tensor& buf = state_[k][0];
+    first = !buf.defined();
+    if (first && opt_.momentum != 0.0) buf = empty(param.shape(), param.dtype(), param.device());
+    return buf;
+  }
+
   kernels::SgdConfig kernel_config(double lr, double weight_decay) const {
     kernels::SgdConfig c;
     c.lr = lr;

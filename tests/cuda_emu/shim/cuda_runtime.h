@@ -3,6 +3,7 @@
 // run every thread as a fiber (hand-written x86-64 context switch), the others run thread after thread.
 // Launches are serialised by a global mutex.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -30,6 +31,11 @@ struct float4 {
   float x, y, z, w;
 };
 inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
+// The read-only cache load is a plain load here.
+template <typename T>
+inline T __ldg(const T* p) {
+  return *p;
+}
 struct CUstream_st;
 using cudaStream_t = CUstream_st*;
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidConfiguration = 9 };
@@ -49,6 +55,106 @@ inline const char* cudaGetErrorString(cudaError_t e) {
   return e == cudaSuccess ? "no error" : "invalid configuration argument";
 }
 inline dim3 threadIdx(0, 0, 0), blockIdx(0, 0, 0), blockDim, gridDim;
+
+#define __align__(n) __attribute__((aligned(n)))
+
+// Device intrinsics: the fast-math forms as their exact host counterparts (the tests' tolerances cover both).
+inline float __expf(float x) { return std::exp(x); }
+inline float __log2f(float x) { return std::log2(x); }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline int __float2int_rz(float x) { return int(std::trunc(x)); }
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// The runtime calls the launchers make, on an emulated device with an H100's shared-memory limits. Copies and sets
+// are synchronous (device memory is host memory), so every stream is always idle.
+enum cudaMemcpyKind { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2,
+                      cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4 };
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind, cudaStream_t = nullptr) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t = nullptr) {
+  if (bytes) std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+enum cudaDeviceAttr { cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81, cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+                      cudaDevAttrReservedSharedMemoryPerBlock = 111, cudaDevAttrMultiProcessorCount = 16 };
+namespace emu {
+constexpr int kSmemPerSm = 228 * 1024, kSmemOptin = 227 * 1024, kSmemReserved = 1024, kSmemStaticReported = 1024;
+}  // namespace emu
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = emu::kSmemPerSm; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kSmemOptin; break;
+    case cudaDevAttrReservedSharedMemoryPerBlock: *value = emu::kSmemReserved; break;
+    case cudaDevAttrMultiProcessorCount: *value = 132; break;
+  }
+  return cudaSuccess;
+}
+// Static shared memory is not known per kernel here; every kernel reports kSmemStaticReported bytes.
+struct cudaFuncAttributes {
+  std::size_t sharedSizeBytes = 0;
+  int maxThreadsPerBlock = 1024;
+};
+template <typename F>
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F*) {
+  attr->sharedSizeBytes = emu::kSmemStaticReported;
+  attr->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8, cudaFuncAttributePreferredSharedMemoryCarveout = 9 };
+enum { cudaSharedmemCarveoutMaxShared = 100 };
+namespace emu {
+// Per kernel: the dynamic shared memory it opted into (cudaFuncSetAttribute), which launches may then use.
+inline std::vector<std::pair<const void*, int>>& smem_optin() {
+  static std::vector<std::pair<const void*, int>> v;
+  return v;
+}
+inline int smem_limit(const void* kernel) {
+  for (const auto& [k, bytes] : smem_optin())
+    if (k == kernel) return bytes;
+  return 48 * 1024;
+}
+}  // namespace emu
+template <typename F>
+inline cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+  if (value < 0 || value + emu::kSmemStaticReported > emu::kSmemOptin) {
+    std::fprintf(stderr, "EMU: cudaFuncSetAttribute(MaxDynamicSharedMemorySize, %d) exceeds the opt-in limit\n", value);
+    return cudaErrorInvalidConfiguration;
+  }
+  const void* k = reinterpret_cast<const void*>(kernel);
+  for (auto& e : emu::smem_optin())
+    if (e.first == k) {
+      e.second = value;
+      return cudaSuccess;
+    }
+  emu::smem_optin().emplace_back(k, value);
+  return cudaSuccess;
+}
+// Resident blocks per SM from the thread and shared-memory limits of an H100 (2048 threads, 32 blocks).
+template <typename F>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, F*, int threads, std::size_t dynamic_smem) {
+  const int by_threads = threads > 0 ? 2048 / threads : 0;
+  const std::size_t per_block = dynamic_smem + emu::kSmemStaticReported + emu::kSmemReserved;
+  const int by_smem = int(std::size_t(emu::kSmemPerSm) / per_block);
+  *blocks = std::min({by_threads, by_smem, 32});
+  return cudaSuccess;
+}
 
 // CUDA's integer min / max overloads (the host has only std::min / std::max).
 template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
@@ -199,6 +305,10 @@ struct Cfg {
 };
 inline Cfg cfg(dim3 g, dim3 b, std::size_t smem = 0, cudaStream_t = nullptr) { return Cfg{g, b, smem}; }
 inline std::uint64_t launches = 0;
+// The launch's dynamic shared memory (`extern __shared__ T name[];` is rewritten by transform.py to a pointer to
+// it), filled with NaN bytes at each block so a kernel that reads before writing shows it.
+inline std::vector<unsigned char> dynamic_smem_bytes;
+inline void* dynamic_smem = nullptr;
 
 template <bool Fibers, typename K, typename... A>
 void launch(Cfg c, const char* name, K kernel, A... args) {
@@ -211,7 +321,7 @@ void launch(Cfg c, const char* name, K kernel, A... args) {
   // CUDA's launch limits: a bad configuration is reported through cudaGetLastError, as on a GPU.
   const unsigned long threads = std::uint64_t(c.block.x) * c.block.y * c.block.z;
   if (c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0 || c.grid.y > 65535 || c.grid.z > 65535 || threads == 0 ||
-      threads > 1024 || c.smem > 48 * 1024) {
+      threads > 1024 || c.smem > std::size_t(smem_limit(reinterpret_cast<const void*>(kernel)))) {
     std::fprintf(stderr, "EMU: invalid launch configuration of %s: grid (%u,%u,%u) block (%u,%u,%u) smem %zu\n", name,
                  c.grid.x, c.grid.y, c.grid.z, c.block.x, c.block.y, c.block.z, c.smem);
     emu_last_error() = cudaErrorInvalidConfiguration;
@@ -220,10 +330,13 @@ void launch(Cfg c, const char* name, K kernel, A... args) {
   if (c.block.y != 1 || c.block.z != 1 || c.grid.z != 1) die("only 1-D blocks and 2-D grids are emulated");
   gridDim = c.grid;
   blockDim = c.block;
+  dynamic_smem_bytes.assign(c.smem + 16, 0xFF);
+  dynamic_smem = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(dynamic_smem_bytes.data()) + 15) & ~std::uintptr_t(15));
   auto call = [&] { kernel(args...); };
   for (unsigned by = 0; by < c.grid.y; ++by)
     for (unsigned bx = 0; bx < c.grid.x; ++bx) {
       blockIdx = dim3(bx, by, 0);
+      if (c.smem > 0) std::memset(dynamic_smem, 0xFF, c.smem);
       if constexpr (!Fibers) {
         fiber_mode = false;
         for (unsigned t = 0; t < c.block.x; ++t) {
