@@ -634,9 +634,8 @@ Tensor rounded_to(const Tensor& t, DType dtype) {
 // conv2d (cuDNN) and matmul / linear (cuBLAS) under AutocastScope(f16) — and the bf16 twin through the same
 // mechanism — against the CPU in float32: close to the unrounded float32 result within the 16-bit type's
 // precision, tight against the CPU computing on the same rounded operands, and the conv outputs and gradients are
-// values of the autocast type (proof that the 16-bit path ran). The conv backward runs OUTSIDE the scope: it uses
-// the dtype its forward ran in. Depthwise layers stay float32 (our kernels). matmul's backward runs inside the
-// scope (its backward is made of matmuls that read the scope).
+// values of the autocast type (proof that the 16-bit path ran). The backward runs OUTSIDE the scope: conv2d and
+// matmul backwards use the dtype their forward ran in. Depthwise layers stay float32 (our kernels).
 TEST(CudaOps, Fp16AutocastConvAndMatmulMatchTheCpu) {
   ARCLIGHT_REQUIRE_GPU();
   const std::uint64_t seed = fresh_seed();
@@ -721,6 +720,19 @@ TEST(CudaOps, Fp16AutocastConvAndMatmulMatchTheCpu) {
     EXPECT_LT(rel_l2(gm.grad(), m.grad()), loose);
     EXPECT_LT(rel_l2(glw.grad(), lw.grad()), loose);
     EXPECT_LT(rel_l2(glb.grad(), lb.grad()), 1e-5);
+
+    // mm's backward runs in the precision of its forward even when backward() is called outside the scope:
+    // dA = dY·Bᵀ on 16-bit copies of dY and B, i.e. the CPU product of the rounded operands.
+    Tensor ha = leaf_like(ops::reshape(ops::contiguous(ops::narrow(a0, 0, 0, 1)), {9, 33}), kGpu);
+    Tensor hy;
+    {
+      arclight::cuda::AutocastScope scope(amp);
+      hy = ops::mm(ha, gm.detach());
+    }
+    const Tensor dy0 = rand_cpu({9, 14}, seed + 106);
+    ops::sum(ops::mul(hy, dy0.to(kGpu))).backward();
+    const Tensor want = ops::mm(rounded_to(dy0, amp), ops::transpose(rounded_to(m0, amp), 0, 1));
+    EXPECT_TRUE(same(ha.grad(), want, 1e-5, 1e-5)) << "the backward product ran outside the 16-bit path";
   }
 }
 
