@@ -65,16 +65,6 @@ void event_synchronize(Event, const char*) {}
 void event_destroy(Event) noexcept {}
 void stream_destroy(Stream) noexcept {}
 
-// ---- search (not emulated) ----
-std::int64_t topk_search_workspace_floats(const TopkSearchShape&) { not_emulated("cuda::topk_search_workspace_floats"); }
-void topk_search(const TopkSearchShape&, SearchMetric, const float*, const float*, float*, std::int64_t*, float*,
-                 Stream) {
-  not_emulated("cuda::topk_search");
-}
-void topk_search_gemm_only(const TopkSearchShape&, const float*, const float*, float*, Stream) {
-  not_emulated("cuda::topk_search_gemm_only");
-}
-
 // ---- dnn settings ----
 namespace {
 std::atomic<bool> g_det{false}, g_tf32{false};

@@ -1,5 +1,6 @@
 // CUDA emulation for the tests (tests/cuda_emu): the REAL kernels of kernels/cuda/elementwise.cuh, conv_blocks.cuh,
-// pooling.cuh, depthwise.cuh, random.cuh, optim.cuh, schedule.cuh, gem.cuh, cross_entropy.cuh and amp.cuh (their launches mechanically rewritten by transform.py into the build's
+// pooling.cuh, depthwise.cuh, random.cuh, optim.cuh, schedule.cuh, gem.cuh, cross_entropy.cuh, amp.cuh and search.cuh
+// (its cuBLAS SGEMM served by the host BLAS through shim/cublas_v2.h) (their launches mechanically rewritten by transform.py into the build's
 // gen/ folder), run by the fiber shim shim/cuda_runtime.h.
 #include <cuda_runtime.h>
 
@@ -16,6 +17,7 @@
 #include "gem.cuh"
 #include "cross_entropy.cuh"
 #include "amp.cuh"
+#include "search.cuh"
 
 // x86-64 SysV context switch: saves the callee-saved registers on the current stack, stores rsp in *save_sp,
 // switches to load_sp and pops the registers saved there (or the initial frame of a new fiber).

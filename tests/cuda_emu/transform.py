@@ -8,7 +8,7 @@ import os
 import re
 import sys
 
-SYNC_PRIMS = {"__syncthreads", "__shfl_xor_sync", "__shfl_down_sync", "__shfl_up_sync", "__shfl_sync", "__syncwarp"}
+SYNC_PRIMS = {"__syncthreads", "__syncthreads_count", "__shfl_xor_sync", "__shfl_down_sync", "__shfl_up_sync", "__shfl_sync", "__syncwarp"}
 
 
 def strip_comments(s):

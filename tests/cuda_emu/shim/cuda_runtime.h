@@ -378,3 +378,27 @@ inline T __shfl_sync(unsigned mask, T v, int src) {
 }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier(threadIdx.x / 32); }
 inline void __syncthreads() { emu::syncthreads(); }
+// A barrier that also counts the threads whose predicate is non-zero. Fibers run one at a time, so the count is a
+// plain shared integer; the extra barriers keep one call's count and reset apart from the next call's.
+inline int __syncthreads_count(int predicate) {
+  static int acc = 0;
+  if (predicate) ++acc;
+  emu::syncthreads();
+  const int total = acc;
+  emu::syncthreads();
+  if (threadIdx.x == 0) acc = 0;
+  emu::syncthreads();
+  return total;
+}
+// Atomics: fibers never interleave inside a call, so a read-modify-write is atomic here.
+template <typename T>
+inline T atomicAdd(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+// The streaming (evict-first) load is a plain load here.
+template <typename T>
+inline T __ldcs(const T* p) {
+  return *p;
+}
