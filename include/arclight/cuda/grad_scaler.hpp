@@ -144,13 +144,9 @@ class GradScaler {
 #endif
     for (const optim::ParamGroup& group : opt.param_groups())
       for (const Tensor& param : group.params) {
-        Tensor p = param;  // a handle: set_grad acts on the shared parameter
-        Tensor g = p.grad();
+        const Tensor& p = param;
+        const Tensor g = optim::detail::contiguous_grad_(param);
         if (!g.defined()) continue;
-        if (!g.is_contiguous()) {
-          g = arclight::detail::copy_contiguous(g);
-          p.set_grad(g);
-        }
         if (g.device().is_cuda()) {
           ARCLIGHT_CHECK(g.dtype() == DType::f32, op, "expected float32 device gradients, got ", g.str(), " for ",
                          p.str());

@@ -16,6 +16,20 @@ namespace arclight::optim {
 
 using AgcConfig = kernels::AgcConfig;  // { clip_factor λ = 0.01, eps = 1e-3 }
 
+namespace detail {
+// param's gradient with contiguous storage, for kernels that update it in place through a flat pointer: a strided
+// gradient is first replaced on the parameter by a contiguous copy. Undefined when the parameter has none.
+inline Tensor contiguous_grad_(const Tensor& param) {
+  Tensor grad = param.grad();
+  if (grad.defined() && !grad.is_contiguous()) {
+    grad = arclight::detail::copy_contiguous(grad);
+    Tensor p = param;  // a handle: set_grad acts on the shared parameter
+    p.set_grad(grad);
+  }
+  return grad;
+}
+}  // namespace detail
+
 inline void validate_agc(const AgcConfig& c) {
   ARCLIGHT_CHECK(std::isfinite(c.clip_factor) && c.clip_factor > 0.0, "optim::agc",
                  "expected clip_factor > 0, got clip_factor=", c.clip_factor);
@@ -39,11 +53,7 @@ inline void adaptive_clip_grad_(const std::vector<Tensor>& params, const AgcConf
                    "optim::agc", "gradient ", grad.str(), " does not match parameter ", param.str());
     ARCLIGHT_CHECK(param.is_contiguous(), "optim::agc", "expected a contiguous parameter, got strides ",
                    shape_str(param.strides()), " of ", param.str());
-    if (!grad.is_contiguous()) {
-      grad = arclight::detail::copy_contiguous(grad);
-      Tensor p = param;
-      p.set_grad(grad);
-    }
+    grad = detail::contiguous_grad_(param);
     const std::int64_t n = param.numel();
     if (n == 0) continue;
     if (param.device().is_cuda()) {
