@@ -3,7 +3,10 @@
 # each for a short time (default 20 s) from a small seed corpus it generates.
 #   tests/fuzz/run_fuzzers.sh [seconds] [build-dir]
 # Exit status is non-zero if a target fails to build or the fuzzer finds a crash, leak, or UB; crash
-# inputs are left in <build-dir>/<target>/ as crash-* files.
+# inputs are left in <build-dir>/<target>.work/ as crash-* files.
+# FUZZ_SEED=<n> fixes libFuzzer's random seed, so a run explores the same inputs in the same order (CI
+# does this, so its verdict does not change from run to run); unset, every run draws a new seed and
+# explores new ground.
 set -euo pipefail
 secs="${1:-20}"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -12,7 +15,7 @@ cxx="${CXX_FUZZ:-clang++-14}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"  # absolute: the fuzzers run from their own work folders
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-       -I"$root/include" -I"$root")
+       -fsanitize-ignorelist="$root/tests/fuzz/stb_ubsan.ignore" -I"$root/include" -I"$root")
 
 for t in fuzz_image_decode fuzz_idx fuzz_csv fuzz_safetensors; do
   echo "== building $t"
@@ -55,8 +58,11 @@ run() {
   local t="$1" corpus="$2"
   echo "== running $t for ${secs}s"
   mkdir -p "$out/$t.work"
-  (cd "$out/$t.work" && "$out/$t" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 \
-      -print_final_stats=1 "$corpus" 2>&1 | tail -n 12)
+  local seed=()
+  [ -n "${FUZZ_SEED:-}" ] && seed=(-seed="$FUZZ_SEED")
+  (cd "$out/$t.work" && "$out/$t" "${seed[@]}" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 \
+      -print_final_stats=1 "$corpus" 2>&1 \
+      | grep -v -E '^"|# Uses:|^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED|RELOAD|DONE)|^INFO: -max_len' | tail -n 60)
   return "${PIPESTATUS[0]}"
 }
 status=0

@@ -121,11 +121,24 @@ inline void check_png_chunks(const std::uint8_t* data, std::size_t size, const s
 
 // Walks the JPEG marker segments of the whole stream the way stb_image finds them (it resynchronises on
 // bytes between segments, and skips entropy-coded data, in which 0xFF is always stuffed or a restart
-// marker), and validates every Huffman table definition (DHT): stb_image 2.27 does not check that a
-// table's 16 code counts sum to at most 256 and overflows its size[257] array when they do (fixed
-// upstream in 2.28; found by tests/fuzz/fuzz_image_decode). A segment running past the end of the input
-// is refused as truncated. Other structural problems are left to stb, which reports them.
+// marker) and refuses, with the offset, what stb_image 2.27 would not survive or would decode from
+// uninitialised memory (each found by tests/fuzz/fuzz_image_decode):
+//  - a Huffman table (DHT) whose 16 code counts sum past 255. Past 256, stb overflows its size[257]
+//    array (fixed upstream in 2.28). At exactly 256, the symbol with index 255 collides with the "not in
+//    the fast table" flag of stb's 9-bit lookup, and decoding it trips an assertion (an abort in any
+//    build without NDEBUG). No encoder needs more than 162 symbols per table for 8-bit JPEG.
+//  - a scan (SOS) that uses a Huffman or quantization table no earlier segment defined: stb allocates its
+//    tables without initialising them, so such a scan decodes garbage or trips the same assertion. A scan
+//    needs, per component, the quantization table named by the frame header, and: in a baseline or
+//    sequential frame both its DC and AC tables; in a progressive frame its DC table for a first DC scan
+//    (Ss = 0, Ah = 0), none for a DC refinement, and its AC table for an AC scan (Ss > 0).
+// A segment running past the end of the input is refused as truncated. Other structural problems (bad
+// table ids, unknown components, wrong segment lengths) are left to stb, which reports them.
 inline void check_jpeg_segments(const std::uint8_t* data, std::size_t size, const std::string& where) {
+  bool dc_defined[4] = {}, ac_defined[4] = {}, quant_defined[4] = {};
+  bool have_frame = false, progressive = false;
+  int frame_components = 0;
+  std::uint8_t component_id[4] = {}, component_quant[4] = {};
   std::size_t pos = 2;  // after SOI
   while (pos < size) {
     if (data[pos] != 0xFF) {  // junk between segments: stb skips it looking for the next marker
@@ -143,21 +156,68 @@ inline void check_jpeg_segments(const std::uint8_t* data, std::size_t size, cons
     if (len < 2) return;  // stb reports the bad length
     ARCLIGHT_CHECK(len <= size - pos, where, "truncated JPEG: segment 0xFF", std::hex, int{m}, std::dec,
                    " at offset ", pos - 2, " declares ", len, " bytes but only ", size - pos, " remain");
-    const std::size_t seg = pos + 2, end = pos + len;
-    if (m == 0xC4) {
+    const std::size_t seg = pos + 2, end = pos + len, at = pos - 2;
+    if (m == 0xC4) {  // DHT: one or more (class/id, 16 counts, symbols) tables
       std::size_t q = seg;
       while (q < end) {
-        ARCLIGHT_CHECK(end - q >= 17, where, "corrupt JPEG: DHT segment at offset ", pos - 2, " is truncated");
+        ARCLIGHT_CHECK(end - q >= 17, where, "corrupt JPEG: DHT segment at offset ", at, " is truncated");
         const int table_class = data[q] >> 4, table_id = data[q] & 15;
         ARCLIGHT_CHECK(table_class <= 1 && table_id <= 3, where, "corrupt JPEG: DHT table class ", table_class,
                        " id ", table_id, " (expected class 0..1, id 0..3)");
         std::size_t codes = 0;
         for (int i = 1; i <= 16; ++i) codes += data[q + i];
-        ARCLIGHT_CHECK(codes <= 256, where, "corrupt JPEG: Huffman table with ", codes,
-                       " codes at offset ", q, " (at most 256)");
+        ARCLIGHT_CHECK(codes <= 255, where, "corrupt JPEG: Huffman table with ", codes, " codes at offset ", q,
+                       " (at most 255 are supported)");
         ARCLIGHT_CHECK(codes <= end - q - 17, where, "corrupt JPEG: Huffman table at offset ", q,
                        " runs past its DHT segment");
+        (table_class == 0 ? dc_defined : ac_defined)[table_id] = true;
         q += 17 + codes;
+      }
+    } else if (m == 0xDB) {  // DQT: (precision/id, 64 or 128 bytes) tables; malformed ones are stb's to report
+      std::size_t q = seg;
+      while (q < end) {
+        const int precision = data[q] >> 4, table_id = data[q] & 15;
+        const std::size_t n = precision == 0 ? 64 : 128;
+        if (precision > 1 || table_id > 3 || end - q < 1 + n) break;
+        quant_defined[table_id] = true;
+        q += 1 + n;
+      }
+    } else if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && !have_frame) {  // the frame header stb decodes
+      if (len >= 8) {
+        const int nf = data[seg + 5];
+        if (nf >= 1 && nf <= 4 && len >= 8 + 3 * static_cast<std::size_t>(nf)) {
+          have_frame = true;
+          progressive = m == 0xC2;
+          frame_components = nf;
+          for (int c = 0; c < nf; ++c) {
+            component_id[c] = data[seg + 6 + 3 * c];
+            component_quant[c] = data[seg + 8 + 3 * c];
+          }
+        }
+      }
+    } else if (m == 0xDA && have_frame && len >= 3) {  // SOS: the tables its components decode with
+      const std::size_t ns = data[seg];
+      if (len >= 6 + 2 * ns) {
+        const std::size_t tail = seg + 1 + 2 * ns;
+        const int spec_start = data[tail], succ_high = data[tail + 2] >> 4;
+        for (std::size_t k = 0; k < ns; ++k) {
+          const int id = data[seg + 1 + 2 * k], td = data[seg + 2 + 2 * k] >> 4, ta = data[seg + 2 + 2 * k] & 15;
+          int c = 0;
+          while (c < frame_components && component_id[c] != id) ++c;
+          if (c == frame_components) continue;  // stb reports the unknown component
+          const int tq = component_quant[c];
+          ARCLIGHT_CHECK(tq > 3 || quant_defined[tq], where, "corrupt JPEG: the scan at offset ", at,
+                         " decodes component ", id, " with quantization table ", tq,
+                         ", which no earlier DQT segment defines");
+          const bool needs_dc = progressive ? (spec_start == 0 && succ_high == 0) : true;
+          const bool needs_ac = progressive ? spec_start > 0 : true;
+          ARCLIGHT_CHECK(!needs_dc || td > 3 || dc_defined[td], where, "corrupt JPEG: the scan at offset ", at,
+                         " decodes component ", id, " with DC Huffman table ", td,
+                         ", which no earlier DHT segment defines");
+          ARCLIGHT_CHECK(!needs_ac || ta > 3 || ac_defined[ta], where, "corrupt JPEG: the scan at offset ", at,
+                         " decodes component ", id, " with AC Huffman table ", ta,
+                         ", which no earlier DHT segment defines");
+        }
       }
     }
     pos = end;
