@@ -516,7 +516,10 @@ struct TwinNets {
   // BN — is 0 up to rounding, so both devices hold rounding noise (~1e-6 of the largest gradient norm) and a
   // relative comparison is meaningless: such a gradient (CPU norm below kCancelled x the largest) must be as
   // small on the GPU too.
-  int expect_grads_match(double tol) const {
+  // `floor` (a fraction of the largest gradient norm) is for reduced precision: rounding errors scale with the
+  // magnitudes flowing through the network, not with one parameter's (possibly cancelling) sum, so a gradient
+  // smaller than floor x largest is held to an absolute error of tol x floor x largest instead of tol x its norm.
+  int expect_grads_match(double tol, double floor = 0) const {
     constexpr double kCancelled = 1e-4;
     const auto cp = cpu->named_parameters(), gp = gpu->named_parameters();
     EXPECT_EQ(cp.size(), gp.size());
@@ -525,6 +528,8 @@ struct TwinNets {
       if (p.tensor.grad().defined()) largest = std::max(largest, l2_norm(p.tensor.grad()));
     EXPECT_GT(largest, 0.0);
     int checked = 0;
+    double worst = 0;
+    std::string worst_name;
     for (std::size_t i = 0; i < cp.size() && i < gp.size(); ++i) {
       if (!cp[i].tensor.grad().defined()) continue;
       if (!gp[i].tensor.grad().defined()) {
@@ -535,10 +540,14 @@ struct TwinNets {
       if (cpu_norm < kCancelled * largest)
         EXPECT_LT(l2_norm(gp[i].tensor.grad()), kCancelled * largest)
             << cp[i].name << ": cancelled gradient (CPU norm " << cpu_norm << ", largest " << largest << ")";
-      else
-        EXPECT_LT(rel_l2(gp[i].tensor.grad(), cp[i].tensor.grad()), tol) << cp[i].name;
+      else {
+        const double err = rel_l2(gp[i].tensor.grad(), cp[i].tensor.grad()) * cpu_norm / std::max(cpu_norm, floor * largest);
+        EXPECT_LT(err, tol) << cp[i].name << " (CPU norm " << cpu_norm << ", largest " << largest << ")";
+        if (err > worst) worst = err, worst_name = cp[i].name;
+      }
       ++checked;
     }
+    std::printf("gradients: worst error %.3g of tolerance %.3g (%s)\n", worst, tol, worst_name.c_str());
     return checked;
   }
 };
@@ -923,9 +932,15 @@ TEST(CudaOps, Fp16AutocastTrainStepWithGradScalerMatchesTheCpu) {
   std::printf("fp16 train step: %d attempt(s), loss scale %g\n", attempts, scaler.scale());
   EXPECT_NEAR(gl.item(), l.item(), 1e-2 * std::abs(l.item()) + 1e-3);
   // fp16 operands (2^-11) through ~80 layers (measured under the emulator, which rounds exactly as the device
-  // conversions do): all gradients together within ~5e-2 relative L2, most single parameters within 5e-2, the small
-  // squeeze-excite biases (sums with cancellation) up to ~0.1. An indexing or conversion bug is off by O(1).
-  EXPECT_GT(twins.expect_grads_match(0.25), 100);
+  // conversions do): all gradients together within ~5e-2 relative L2, most single parameters within 5e-2. The
+  // early squeeze-excite gradients are sums over the feature map with heavy cancellation (norms ~1e-3 of the
+  // largest) and reached 0.44 of their own norm (seed 11558247429756550753, a CI run). So each gradient is
+  // measured against max(its norm, 2e-3 x the largest norm) (about four fp16 unit roundoffs of the largest) with
+  // tolerance 0.5; over seeds 1-5 and that one the worst was 0.23, 0.06, 0.09, 0.19, 0.14 and 0.16 (printed as
+  // "gradients: worst error"). A zeroed, sign-flipped or misindexed gradient of norm above 1e-3 x the largest is off
+  // by 1 or more of its norm and still fails; the smaller ones are only bounded in absolute terms here, and the
+  // float32 twin test above checks every gradient to 2e-3 of its own norm through the same code.
+  EXPECT_GT(twins.expect_grads_match(0.5, 2e-3), 100);
   {
     double num = 0, den = 0;
     const auto cp = twins.cpu->named_parameters();

@@ -47,6 +47,12 @@ TEST(ImageFolder, SortedClassesAndFilesWithLabels) {
   // The class map round-trips through its file.
   ad::save_class_map(dir.path() / "classes.tsv", ds.class_names());
   EXPECT_EQ(ad::load_class_map(dir.path() / "classes.tsv"), ds.class_names());
+  // Its parser: comments and blank lines skipped, the last line may lack its newline, a name keeps any further
+  // tabs; a missing tab or an index out of sequence is an error naming the file and line.
+  EXPECT_EQ(ad::parse_class_map("# c\n\n0\ta\n1\tb\tc\n2\td", "m"), (std::vector<std::string>{"a", "b\tc", "d"}));
+  EXPECT_ERROR_WITH(ad::parse_class_map("0\ta\n1 b\n", "map.tsv"), "map.tsv line 2", "expected index<TAB>name");
+  EXPECT_ERROR_WITH(ad::parse_class_map("0\ta\n2\tb\n", "map.tsv"), "map.tsv line 2", "index '2', expected 1");
+  EXPECT_ERROR_WITH(ad::load_class_map(dir.path() / "missing.tsv"), "missing.tsv", "cannot open");
 
   // An unreadable file is an error that names it.
   write_text(dir.path() / "apple" / "broken.jpg", "GIF89a....");

@@ -115,4 +115,12 @@ TEST(FoldFile, RoundTripsAndRejectsCorruptOrForeignFiles) {
   write("hello\n");
   EXPECT_ERROR_WITH(ad::load_folds(path), "expected 'arclight-folds'");
   EXPECT_ERROR_WITH(ad::load_folds(dir.path() / "none.txt"), "cannot open");
+  // A count the text cannot hold is refused before the entries are allocated (2^40 would be 4 TiB).
+  write("arclight-folds 1\nn_splits 5\nseed 1\nshuffle 1\nlabels_hash 7\nn_samples 1099511627776\nfolds\n0 1\n");
+  EXPECT_ERROR_WITH(ad::load_folds(path), "folds.txt", "n_samples 1099511627776", "too few");
+  // The largest count a text can hold still parses when the entries are there.
+  const std::string head = "arclight-folds 1\nn_splits 2\nseed 1\nshuffle 0\nlabels_hash 7\nn_samples 3\nfolds\n";
+  const ad::FoldAssignment parsed = ad::parse_folds(head + "1 0 1", "mem");
+  EXPECT_EQ(parsed.fold, (std::vector<int>{1, 0, 1}));
+  EXPECT_ERROR_WITH(ad::parse_folds(head + "1 0", "mem.txt"), "mem.txt", "only 2 of 3 fold entries");
 }

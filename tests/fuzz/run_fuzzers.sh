@@ -17,7 +17,7 @@ out="$(cd "$out" && pwd)"  # absolute: the fuzzers run from their own work folde
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -fsanitize-ignorelist="$root/tests/fuzz/stb_ubsan.ignore" -I"$root/include" -I"$root")
 
-for t in fuzz_image_decode fuzz_idx fuzz_csv fuzz_safetensors; do
+for t in fuzz_image_decode fuzz_idx fuzz_csv fuzz_safetensors fuzz_text_formats; do
   echo "== building $t"
   "$cxx" "${flags[@]}" "$root/tests/fuzz/$t.cpp" -o "$out/$t" -lz
 done
@@ -47,10 +47,22 @@ int main(int, char** argv) {
   const std::string st = std::string("\x40\0\0\0\0\0\0\0", 8) +
                          "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}          " + std::string(4, '\0');
   put("st/a.safetensors", std::vector<std::uint8_t>(st.begin(), st.end()));
+  // Text formats: the first byte picks the parser (see fuzz_text_formats.cpp).
+  auto text = [&](const std::string& name, char kind, const std::string& body) {
+    const std::string b = std::string(1, kind) + body;
+    put("txt/" + name, std::vector<std::uint8_t>(b.begin(), b.end()));
+  };
+  text("json", 0, "{\"a\":[1,-2.5e3,true,null,\"x\\u00e9\\n\"],\"b\":{\"c\":18446744073709551615}}");
+  text("manifest", 1, "{\"format\":\"arclight-checkpoint\",\"format_version\":1,\"name\":\"step-1\",\"sequence\":3,"
+       "\"files\":{\"model.safetensors\":{\"size\":12,\"sha256\":\"" + std::string(64, 'a') + "\"}}}");
+  text("pipeline", 2, "hflip(p=0.5) | ssr(shift=0.1, scale=0.2, rotate=30, p=1) | cutout(holes=2, size=3, p=1) | "
+       "jpeg(lo=50, hi=90, p=1) | rrc(size=8, p=1) | normalize(preset=imagenet)");
+  text("folds", 3, "arclight-folds 1\nn_splits 2\nseed 5\nshuffle 1\nlabels_hash 9\nn_samples 3\nfolds\n0 1 0\n");
+  text("classes", 4, "# classes\n0\tshirt\n1\tbag\n");
 }
 CPP
 clang++-14 -std=c++20 -O1 -I"$root/include" -I"$root" "$seed_src" -o "$out/make_seeds" -lz
-mkdir -p "$out/corpus/img" "$out/corpus/idx" "$out/corpus/csv" "$out/corpus/st"
+mkdir -p "$out/corpus/img" "$out/corpus/idx" "$out/corpus/csv" "$out/corpus/st" "$out/corpus/txt"
 "$out/make_seeds" "$out/corpus"
 gzip -kf "$out/corpus/idx/a.idx"
 
@@ -62,7 +74,7 @@ run() {
   [ -n "${FUZZ_SEED:-}" ] && seed=(-seed="$FUZZ_SEED")
   (cd "$out/$t.work" && "$out/$t" "${seed[@]}" -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 \
       -print_final_stats=1 "$corpus" 2>&1 \
-      | grep -v -E '^"|# Uses:|^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED|RELOAD|DONE)|^INFO: -max_len' | tail -n 60)
+      | grep -v -E '^"|# Uses:|NEW_FUNC|^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse|INITED|RELOAD|DONE)|^INFO: -max_len' | tail -n 60)
   return "${PIPESTATUS[0]}"
 }
 status=0
@@ -70,4 +82,5 @@ run fuzz_image_decode "$out/corpus/img" || status=1
 run fuzz_idx "$out/corpus/idx" || status=1
 run fuzz_safetensors "$out/corpus/st" || status=1
 run fuzz_csv "$out/corpus/csv" || status=1
+run fuzz_text_formats "$out/corpus/txt" || status=1
 exit $status

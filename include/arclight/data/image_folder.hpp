@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "arclight/core/error.hpp"
@@ -94,24 +95,31 @@ inline void save_class_map(const std::filesystem::path& path, const std::vector<
   write_file_atomic(path, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
-// Loads a map written by save_class_map. throws: on a malformed line or indices not 0, 1, 2, ...
-inline std::vector<std::string> load_class_map(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  ARCLIGHT_CHECK(in.is_open(), "load_class_map", "cannot open '", path.string(), "'");
+// Parses the text of a map written by save_class_map; `name` (the file) is named in every error. Blank lines and
+// lines starting with '#' are skipped. throws: on a malformed line or indices not 0, 1, 2, ...
+inline std::vector<std::string> parse_class_map(std::string_view text, std::string_view name) {
   std::vector<std::string> names;
-  std::string line;
-  std::size_t lineno = 0;
-  while (std::getline(in, line)) {
+  std::size_t lineno = 0, pos = 0;
+  while (pos < text.size()) {
+    const std::size_t nl = text.find('\n', pos);
+    const std::string_view line = text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    pos = nl == std::string_view::npos ? text.size() : nl + 1;
     ++lineno;
     if (line.empty() || line[0] == '#') continue;
     const auto tab = line.find('\t');
-    ARCLIGHT_CHECK(tab != std::string::npos, "load_class_map", path.string(), " line ", lineno,
+    ARCLIGHT_CHECK(tab != std::string_view::npos, "load_class_map", name, " line ", lineno,
                    ": expected index<TAB>name");
-    ARCLIGHT_CHECK(line.substr(0, tab) == std::to_string(names.size()), "load_class_map", path.string(), " line ",
-                   lineno, ": index '", line.substr(0, tab), "', expected ", names.size());
-    names.push_back(line.substr(tab + 1));
+    ARCLIGHT_CHECK(line.substr(0, tab) == std::to_string(names.size()), "load_class_map", name, " line ", lineno,
+                   ": index '", line.substr(0, tab), "', expected ", names.size());
+    names.emplace_back(line.substr(tab + 1));
   }
   return names;
+}
+
+// Loads a map written by save_class_map (see parse_class_map; errors name the path).
+inline std::vector<std::string> load_class_map(const std::filesystem::path& path) {
+  const std::vector<std::uint8_t> bytes = read_file_bytes(path);
+  return parse_class_map(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path.string());
 }
 
 }  // namespace arclight::data

@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "arclight/core/error.hpp"
@@ -134,13 +135,15 @@ inline void save_folds(const std::filesystem::path& path, const FoldAssignment& 
   write_file_atomic(path, std::vector<std::uint8_t>(text.begin(), text.end()));
 }
 
-// Loads a file written by save_folds. When `labels` is given, its hash and size must match the file's.
-// throws: arclight::Error naming the file for a bad header, a fold outside [0, n_splits), a wrong count,
-// trailing data, or a label mismatch.
-inline FoldAssignment load_folds(const std::filesystem::path& path, const std::vector<std::int64_t>* labels = nullptr) {
-  const std::string where = str_cat("load_folds: ", path.string());
-  std::ifstream in(path);
-  ARCLIGHT_CHECK(in.is_open(), where, "cannot open the file");
+// Parses the text of a file written by save_folds; `name` (the file) is named in every error. When `labels` is
+// given, its hash and size must match the file's.
+// throws: arclight::Error naming `name` for a bad header, a fold outside [0, n_splits), a wrong count (including
+// an n_samples the text is too short to hold, refused before anything is allocated), trailing data, or a
+// label mismatch.
+inline FoldAssignment parse_folds(std::string_view text, std::string_view name,
+                                  const std::vector<std::int64_t>* labels = nullptr) {
+  const std::string where = str_cat("load_folds: ", name);
+  std::istringstream in{std::string(text)};
   auto expect_key = [&](const char* key) {
     std::string k;
     ARCLIGHT_CHECK(static_cast<bool>(in >> k) && k == key, where, "expected '", key, "', found '", k, "'");
@@ -160,7 +163,10 @@ inline FoldAssignment load_folds(const std::filesystem::path& path, const std::v
   expect_key("labels_hash");
   ARCLIGHT_CHECK(static_cast<bool>(in >> fa.labels_hash), where, "bad labels_hash");
   expect_key("n_samples");
-  ARCLIGHT_CHECK(static_cast<bool>(in >> n) && n <= (std::size_t{1} << 32), where, "bad n_samples");
+  ARCLIGHT_CHECK(static_cast<bool>(in >> n), where, "bad n_samples");
+  // Every entry takes at least two characters (a digit and a separator; the last may end the text).
+  ARCLIGHT_CHECK(n <= text.size() / 2 + 1, where, "n_samples ", n, " but the file holds only ", text.size(),
+                 " bytes, too few for that many fold entries");
   expect_key("folds");
   fa.fold.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -177,6 +183,13 @@ inline FoldAssignment load_folds(const std::filesystem::path& path, const std::v
                    " samples with hash ", labels_hash(*labels));
   }
   return fa;
+}
+
+// Loads a file written by save_folds (see parse_folds; errors name the path).
+inline FoldAssignment load_folds(const std::filesystem::path& path, const std::vector<std::int64_t>* labels = nullptr) {
+  const std::vector<std::uint8_t> bytes = read_file_bytes(path);
+  return parse_folds(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path.string(),
+                     labels);
 }
 
 }  // namespace arclight::data
