@@ -143,9 +143,8 @@ class GradScaler {
     std::vector<kernels::cuda::AmpTensor> device_grads;
 #endif
     for (const optim::ParamGroup& group : opt.param_groups())
-      for (const Tensor& param : group.params) {
-        const Tensor& p = param;
-        const Tensor g = optim::detail::contiguous_grad_(param);
+      for (const Tensor& p : group.params) {
+        const Tensor g = optim::detail::contiguous_grad_(p);
         if (!g.defined()) continue;
         if (g.device().is_cuda()) {
           ARCLIGHT_CHECK(g.dtype() == DType::f32, op, "expected float32 device gradients, got ", g.str(), " for ",
