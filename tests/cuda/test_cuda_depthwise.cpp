@@ -1,7 +1,8 @@
 // The depthwise-convolution kernels (kernels/cuda/depthwise.cuh) against the CPU convolution kernels
 // (kernels/cpu/conv2d.hpp, double reference): forward (with and without bias), backward-data and backward-filter
-// (weight and bias gradients, each optional) for stride 1 and 2, kernels 3 and 5, dilation, TF "same" asymmetric
-// pads, and planes large enough for several backward-filter chunks; outputs pre-filled with NaN; the filter
+// (weight and bias gradients, each optional) for stride 1 and 2, kernels 3, 5 and 7, dilation, TF "same" asymmetric
+// pads, on both paths (tiled: several planes per block, several tiles per plane, several work items per filter block;
+// generic: other kernel sizes and halos too large to stage); outputs pre-filled with NaN; the filter
 // gradient bitwise reproducible. Validation (multiplier != 1, inconsistent output size, missing workspace) runs
 // without a GPU.
 #include <gtest/gtest.h>
@@ -50,6 +51,15 @@ const std::vector<Case> kCases = {
     {"k3_dil2", 2, 3, 12, 11, 3, 1, 2, false, true},
     {"k3_chunks", 4, 3, 70, 70, 3, 1, 1, false, true},  // 19 600 output positions: five backward-filter chunks
     {"k3s2_large", 2, 2, 129, 131, 3, 2, 1, true, true},
+    // The tiled kernels' packing: 20 planes of 7x7 per forward block, all 9 images of a channel per filter block.
+    {"k5_small_planes", 9, 40, 7, 7, 5, 1, 1, false, true},
+    {"k3s2_many_images", 50, 3, 6, 6, 3, 2, 1, true, true},
+    {"k5s2_dil2", 2, 3, 23, 21, 5, 2, 2, true, true},
+    // 700 channels: 3 filter blocks per channel over 4 work items (one block takes two).
+    {"k3_multi_item", 2, 700, 40, 40, 3, 1, 1, false, true},
+    // The generic kernels: a 7x7 kernel, and a dilation whose halo does not fit a block's shared memory.
+    {"k7_generic", 2, 3, 13, 12, 7, 1, 1, false, true},
+    {"k3_dil70_generic", 1, 2, 9, 9, 3, 1, 70, false, true},
 };
 
 class CudaDepthwise : public ::testing::TestWithParam<Case> {};

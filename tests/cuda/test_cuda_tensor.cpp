@@ -283,14 +283,25 @@ TEST(DeviceTensor, NonContiguousSourcesAreGathered) {
   }
 }
 
-TEST(DeviceTensor, CpuOpsRefuseDeviceTensors) {
+// Ops with a CUDA path run on device tensors and keep them there; an op without one refuses them with a message that
+// names the op and the device (no silent transfer); reading elements needs an explicit copy.
+TEST(DeviceTensor, DeviceOpsRunAndCpuOnlyOpsRefuse) {
   ARCLIGHT_REQUIRE_GPU_HERE();
-  Tensor d = arclight::tensor({1.0, 2.0}).to(Device::cuda());
-  EXPECT_ERROR_WITH(arclight::ops::add(d, d), "is on cuda:0");
+  Tensor d = arclight::tensor({1.5, -2.0, 3.25}).to(Device::cuda());
   EXPECT_ERROR_WITH(d.to_vector<float>(), "Tensor::to_vector", "copy it to the CPU first");
-  EXPECT_ERROR_WITH(arclight::fill_(d, 1.0), "fill_", "is on cuda:0");
-  // (contiguous() of an already contiguous tensor is the tensor itself, so clone is the op that must refuse.)
-  EXPECT_ERROR_WITH(arclight::ops::clone(d), "is on cuda:0");
+  const Tensor sum = arclight::ops::add(d, d);
+  EXPECT_TRUE(sum.device().is_cuda());
+  EXPECT_EQ(sum.to(Device::cpu()).to_vector<float>(), (std::vector<float>{3.0f, -4.0f, 6.5f}));
+  const Tensor copy = arclight::ops::clone(d);
+  EXPECT_FALSE(copy.is_same(d));
+  arclight::fill_(d, 0.75);
+  EXPECT_EQ(d.to(Device::cpu()).to_vector<float>(), (std::vector<float>{0.75f, 0.75f, 0.75f}));
+  EXPECT_EQ(copy.to(Device::cpu()).to_vector<float>(), (std::vector<float>{1.5f, -2.0f, 3.25f}));
+  // CPU-only ops (the data pipeline's and evaluation's) name the op and the device.
+  EXPECT_ERROR_WITH(arclight::ops::topk(d, 1), "topk", "is on cuda:0", "no CUDA implementation");
+  EXPECT_ERROR_WITH(arclight::ops::var(d), "var", "is on cuda:0", "no CUDA implementation");
+  const std::vector<Tensor> pair = {d, d};
+  EXPECT_ERROR_WITH(arclight::ops::cat(pair), "cat", "is on cuda:0", "no CUDA implementation");
 }
 
 TEST(DeviceTensor, SteadyStateMakesNoNewCudaMalloc) {

@@ -220,7 +220,14 @@ void conv2d_forward(const Conv2dShape& s, DType dtype, const void* x, const void
   const auto xv = as_float(x, s.input_numel(), dtype);
   const auto wv = as_float(w, s.weight_numel(), dtype);
   std::vector<float> yv(std::size_t(s.output_numel()));
-  cpu::conv2d_forward<float>(s, xv.data(), wv.data(), bias, yv.data());
+  cpu::conv2d_forward<float>(s, xv.data(), wv.data(), nullptr, yv.data());
+  store(yv, y, dtype);
+  if (bias == nullptr) return;
+  // As on the device: cuDNN writes the convolution rounded to `dtype`, then the bias kernel adds the float32 bias
+  // and rounds again (two roundings under autocast; exact for float32).
+  yv = as_float(y, s.output_numel(), dtype);
+  const std::int64_t plane = s.out_h * s.out_w;
+  for (std::int64_t i = 0; i < s.output_numel(); ++i) yv[std::size_t(i)] += bias[(i / plane) % s.c_out];
   store(yv, y, dtype);
 }
 void conv2d_backward_data(const Conv2dShape& s, DType dtype, const void* dy, const void* w, void* dx, void* workspace,
