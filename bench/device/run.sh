@@ -12,6 +12,8 @@
 #
 #   bash bench/device/run.sh               # the device run
 #   bash bench/device/run.sh --force       # build + run anyway without a GPU (checks the script on a CPU box)
+#   bash bench/device/run.sh --train-only  # build only train_step_cuda and repeat the train-step pairs (arclight,
+#                                          # then PyTorch; fp32, bf16, fp16) ARCLIGHT_TS_ROUNDS times (default 2)
 #   bash bench/device/run.sh --pack-deps   # on the dev machine: pack gtest/OpenBLAS/zlib into
 #                                          # build-device-deps/deps.tar.gz, for a GPU image that lacks them
 #                                          # (carry `build-device-deps` with the run)
@@ -25,6 +27,7 @@ BUDGET="${ARCLIGHT_DEVICE_BUDGET_S:-450}"
 DEPS_TAR="$REPO/build-device-deps/deps.tar.gz"
 T0=$(date +%s)
 FORCE=0
+TRAIN_ONLY=0
 
 say() { printf '[device %3ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
@@ -52,8 +55,9 @@ pack_deps() {
 case "${1:-}" in
   --pack-deps) pack_deps; exit $? ;;
   --force) FORCE=1 ;;
+  --train-only) TRAIN_ONLY=1 ;;
   "") ;;
-  *) echo "usage: $0 [--force | --pack-deps]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--force | --train-only | --pack-deps]" >&2; exit 2 ;;
 esac
 
 LOG="${OUT:-$BUILD/logs}"
@@ -199,12 +203,40 @@ CONF_RC=$?
 BUILD_RC=1
 if (( CONF_RC == 0 )); then
   # Everything the device project defines: arclight's CUDA library, the tests/cuda executables, the benches.
-  run_step "build (sm_$ARCH, -j$JOBS)" 300 "$LOG/build.log" cmake --build "$BUILD" -j "$JOBS"
+  BUILD_TARGETS=()
+  (( TRAIN_ONLY )) && BUILD_TARGETS=(--target train_step_cuda)
+  run_step "build (sm_$ARCH, -j$JOBS)" 300 "$LOG/build.log" cmake --build "$BUILD" -j "$JOBS" "${BUILD_TARGETS[@]}"
   BUILD_RC=$?
 fi
 TEST_EXE="$BUILD/tests-cuda/cuda_kernels"
 BENCH_EXE="$BUILD/bench_device_kernels"
 DNN_BENCH_EXE="$BUILD/bench_device_dnn"
+
+TS_EXE="$BUILD/train_step_cuda"
+TS_ARGS=(--img "${ARCLIGHT_TS_IMG:-224}" --batch "${ARCLIGHT_TS_BATCH:-128}" --steps "${ARCLIGHT_TS_STEPS:-10}" \
+         --warmup 3 --embed-steps 5 --classes 1000 --threads 4)
+torch_cuda() { [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; }
+
+# ---- 5a. --train-only: the train-step pairs alone, repeated (the ratio's spread on a shared machine) ---------------
+if (( TRAIN_ONLY )); then
+  if (( BUILD_RC == 0 )) && [ -n "$GPU_NAME" ]; then
+    HAVE_TORCH=0
+    torch_cuda && HAVE_TORCH=1
+    for round in $(seq 1 "${ARCLIGHT_TS_ROUNDS:-2}"); do
+      for amp in off bf16 fp16; do
+        run_step "r$round train_step arclight $amp" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp "$amp" \
+          "${TS_ARGS[@]}"
+        (( HAVE_TORCH )) && run_step "r$round train_step torch $amp" 120 "$LOG/train_step.log" "$PY" \
+          "$REPO/bench/torch_train_step.py" --device cuda --amp "$amp" "${TS_ARGS[@]}"
+      done
+    done
+    { echo "train step pairs (efficientnet_b0 embedding + ArcMargin, batch ${ARCLIGHT_TS_BATCH:-128}, images/s, run order):"
+      grep -E '^==== |train_images_per_s' "$LOG/train_step.log" | sed 's/^==== \([^:]*\):.*/\1:/'; } >"$LOG/bench.md"
+  fi
+  finish
+  for s in "${STEPS[@]}"; do [[ "$s" == *"|FAILED"* || "$s" == *"|TIMEOUT"* ]] && exit 1; done
+  exit 0
+fi
 
 # ---- 5. tests, sanitizer, benches -----------------------------------------------------------------------
 if (( BUILD_RC == 0 )); then
@@ -218,13 +250,10 @@ if (( BUILD_RC == 0 )); then
     { echo; echo "cuDNN / cuBLAS (bench_device_dnn):"; grep -E '^\|' "$LOG/bench_dnn.log"; } >>"$LOG/bench.md" 2>/dev/null
   fi
   # Training step, arclight vs PyTorch eager on this GPU: efficientnet_b0, 224 px, batch 128, fp32 and bf16.
-  TS_EXE="$BUILD/train_step_cuda"
-  TS_ARGS=(--img "${ARCLIGHT_TS_IMG:-224}" --batch "${ARCLIGHT_TS_BATCH:-128}" --steps "${ARCLIGHT_TS_STEPS:-10}" \
-           --warmup 3 --embed-steps 5 --classes 1000 --threads 4)
   if [ -x "$TS_EXE" ] && [ -n "$GPU_NAME" ]; then
     for amp in off bf16; do
       run_step "train_step arclight $amp" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp "$amp" "${TS_ARGS[@]}"
-      if [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+      if torch_cuda; then
         run_step "train_step torch $amp" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
           --device cuda --amp "$amp" "${TS_ARGS[@]}"
       else
@@ -265,7 +294,7 @@ if (( BUILD_RC == 0 )); then
     { echo; echo "device time per op type, efficientnet_b0 bf16 train step (train_step --profile):"
       sed -n '/^-- train/,/^(profiled span)/p' "$LOG/train_profile.log"; } >>"$LOG/bench.md" 2>/dev/null
     run_step "train_step arclight fp16" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp fp16 "${TS_ARGS[@]}"
-    if [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    if torch_cuda; then
       run_step "train_step torch fp16" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
         --device cuda --amp fp16 "${TS_ARGS[@]}"
     fi
