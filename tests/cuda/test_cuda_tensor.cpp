@@ -4,7 +4,8 @@
 // "Tensor::to: CUDA device requested but <reason>" where no GPU can be used (a build without CUDA, or a CUDA
 // build on a GPU-less machine); on a machine with a GPU the round trips CPU -> GPU -> CPU must be bit-identical
 // for f32/f64/i64/bf16, from contiguous tensors and from views, and a steady-state allocation loop must make no
-// new cudaMalloc.
+// new cudaMalloc; ops with a device path run on device tensors and host-only ops refuse them. The emulated build
+// (tests/cuda_emu, `emu_tensor`) runs the GPU cases on the CPU too.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
