@@ -513,13 +513,20 @@ inline void le64(std::uint64_t x, std::uint8_t out[8]) {
 inline std::vector<std::uint8_t> serialize_safetensors(std::span<const TensorBytes> tensors,
                                                        const SafetensorsMetadata& metadata = {}) {
   const SafetensorsLayout layout = plan_safetensors(tensors, metadata);
-  std::vector<std::uint8_t> out;
-  out.reserve(8 + layout.header.size() + static_cast<std::size_t>(layout.data_bytes));
-  std::uint8_t n[8];
-  detail::le64(layout.header.size(), n);
-  out.insert(out.end(), n, n + 8);
-  out.insert(out.end(), layout.header.begin(), layout.header.end());
-  for (std::size_t idx : layout.order) out.insert(out.end(), tensors[idx].data.begin(), tensors[idx].data.end());
+  // Sized once and filled by position (the plan has checked every tensor's byte count against its shape).
+  std::vector<std::uint8_t> out(8 + layout.header.size() + static_cast<std::size_t>(layout.data_bytes));
+  detail::le64(layout.header.size(), out.data());
+  std::size_t at = 8;
+  auto put = [&](const void* src, std::size_t bytes) {
+    ARCLIGHT_CHECK(bytes <= out.size() - at, "serialize_safetensors", "tensor bytes exceed the planned ",
+                   layout.data_bytes, "-byte data section");
+    if (bytes) std::memcpy(out.data() + at, src, bytes);
+    at += bytes;
+  };
+  put(layout.header.data(), layout.header.size());
+  for (std::size_t idx : layout.order) put(tensors[idx].data.data(), tensors[idx].data.size());
+  ARCLIGHT_CHECK(at == out.size(), "serialize_safetensors", "tensor bytes (", at - 8 - layout.header.size(),
+                 ") fall short of the planned ", layout.data_bytes, "-byte data section");
   return out;
 }
 
