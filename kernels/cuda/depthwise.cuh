@@ -214,29 +214,51 @@ __device__ __forceinline__ void stage_tile(float* __restrict__ dst, const float*
   }
 }
 
+// Where a block pass (or a backward-filter work item) falls: planes [plane0, plane0 + np) of the `count` planes, and
+// the tile whose first result row / column is (r0, c0).
+struct TilePlace {
+  std::int64_t plane0;
+  int np, r0, c0;
+};
+__device__ __forceinline__ TilePlace tile_place(const Tiling& T, std::int64_t index, std::int64_t count) {
+  const std::int64_t group = index / T.tiles_per_plane;
+  const int tile = int(index - group * T.tiles_per_plane);
+  TilePlace p;
+  p.plane0 = group * T.planes;
+  p.np = int(min(std::int64_t(T.planes), count - p.plane0));
+  p.r0 = (tile / T.tiles_w) * T.th;
+  p.c0 = (tile % T.tiles_w) * T.tw;
+  return p;
+}
+
+// wsm[q·K·K + t] = tap t of plane (plane0 + q)'s channel.
+template <int K>
+__device__ __forceinline__ void stage_weights(float* __restrict__ wsm, const float* __restrict__ w,
+                                              std::int64_t plane0, int np, std::int64_t channels) {
+  for (int e = threadIdx.x; e < np * K * K; e += blockDim.x) {
+    const int q = e / (K * K);
+    wsm[e] = w[((plane0 + q) % channels) * (K * K) + (e - q * K * K)];
+  }
+}
+
 template <int K, int S>
 __global__ void __launch_bounds__(kThreads) forward_tiled_kernel(Tiling T, const float* __restrict__ x,
                                                                  const float* __restrict__ w,
                                                                  const float* __restrict__ bias, float* __restrict__ y) {
   extern __shared__ float dw_smem[];
-  const int H = int(T.s.h), W = int(T.s.w), OH = int(T.s.out_h), OW = int(T.s.out_w), C = int(T.s.c_in);
+  const int H = int(T.s.h), W = int(T.s.w), OH = int(T.s.out_h), OW = int(T.s.out_w);
   const int dh = int(T.s.dilation_h), dwl = int(T.s.dilation_w);
-  const std::int64_t plane_count = T.s.n * T.s.c_in;
-  const std::int64_t group = blockIdx.x / T.tiles_per_plane;
-  const int tile = int(blockIdx.x - group * T.tiles_per_plane);
-  const int oh0 = (tile / T.tiles_w) * T.th, ow0 = (tile % T.tiles_w) * T.tw;
-  const std::int64_t plane0 = group * T.planes;
-  const int np = int(min(std::int64_t(T.planes), plane_count - plane0));
+  const std::int64_t C = T.s.c_in;
+  const TilePlace tp = tile_place(T, blockIdx.x, T.s.n * C);
+  const std::int64_t plane0 = tp.plane0;
+  const int np = tp.np, oh0 = tp.r0, ow0 = tp.c0;
   const int per_plane = T.src_h * T.src_w;
   float* src = dw_smem;
   float* wsm = src + T.planes * per_plane;  // np × K·K taps, then np biases
   float* bsm = wsm + T.planes * K * K;
   stage_tile(src, x, np, T.src_h, T.src_w, oh0 * S - int(T.s.pad_top), ow0 * S - int(T.s.pad_left), H, W,
              [&](int q) { return (plane0 + q) * std::int64_t(H) * W; });
-  for (int e = threadIdx.x; e < np * K * K; e += blockDim.x) {
-    const int q = e / (K * K);
-    wsm[e] = w[std::int64_t((plane0 + q) % C) * (K * K) + (e - q * K * K)];
-  }
+  stage_weights<K>(wsm, w, plane0, np, C);
   for (int q = threadIdx.x; q < np; q += blockDim.x) bsm[q] = bias ? bias[(plane0 + q) % C] : 0.f;
   __syncthreads();
   const int per_tile = T.th * T.tw;
@@ -263,14 +285,11 @@ __global__ void __launch_bounds__(kThreads) backward_data_tiled_kernel(Tiling T,
                                                                        const float* __restrict__ w,
                                                                        float* __restrict__ dx) {
   extern __shared__ float dw_smem[];
-  const int H = int(T.s.h), W = int(T.s.w), OH = int(T.s.out_h), OW = int(T.s.out_w), C = int(T.s.c_in);
+  const int H = int(T.s.h), W = int(T.s.w), OH = int(T.s.out_h), OW = int(T.s.out_w);
   const int dh = int(T.s.dilation_h), dwl = int(T.s.dilation_w), pt = int(T.s.pad_top), pl = int(T.s.pad_left);
-  const std::int64_t plane_count = T.s.n * T.s.c_in;
-  const std::int64_t group = blockIdx.x / T.tiles_per_plane;
-  const int tile = int(blockIdx.x - group * T.tiles_per_plane);
-  const int ih0 = (tile / T.tiles_w) * T.th, iw0 = (tile % T.tiles_w) * T.tw;
-  const std::int64_t plane0 = group * T.planes;
-  const int np = int(min(std::int64_t(T.planes), plane_count - plane0));
+  const TilePlace tp = tile_place(T, blockIdx.x, T.s.n * T.s.c_in);
+  const std::int64_t plane0 = tp.plane0;
+  const int np = tp.np, ih0 = tp.r0, iw0 = tp.c0;
   const int per_plane = T.src_h * T.src_w;
   // The first output row / column whose window can reach the tile; rows before it contribute nothing.
   const int oh_lo = floor_div(ih0 + pt - (K - 1) * dh, S), ow_lo = floor_div(iw0 + pl - (K - 1) * dwl, S);
@@ -278,10 +297,7 @@ __global__ void __launch_bounds__(kThreads) backward_data_tiled_kernel(Tiling T,
   float* wsm = src + T.planes * per_plane;
   stage_tile(src, dy, np, T.src_h, T.src_w, oh_lo, ow_lo, OH, OW,
              [&](int q) { return (plane0 + q) * std::int64_t(OH) * OW; });
-  for (int e = threadIdx.x; e < np * K * K; e += blockDim.x) {
-    const int q = e / (K * K);
-    wsm[e] = w[std::int64_t((plane0 + q) % C) * (K * K) + (e - q * K * K)];
-  }
+  stage_weights<K>(wsm, w, plane0, np, T.s.c_in);
   __syncthreads();
   const int per_tile = T.th * T.tw;
   for (int e = threadIdx.x; e < np * per_tile; e += blockDim.x) {
@@ -326,11 +342,9 @@ __global__ void __launch_bounds__(kThreads) backward_filter_tiled_kernel(Tiling 
   for (int t = 0; t <= K * K; ++t) acc[t] = 0.f;
   const std::int64_t items = T.groups * T.tiles_per_plane;
   for (std::int64_t item = slice; item < items; item += T.slices) {
-    const std::int64_t group = item / T.tiles_per_plane;
-    const int tile = int(item - group * T.tiles_per_plane);
-    const int oh0 = (tile / T.tiles_w) * T.th, ow0 = (tile % T.tiles_w) * T.tw;
-    const std::int64_t n0 = group * T.planes;
-    const int np = int(min(std::int64_t(T.planes), T.s.n - n0));
+    const TilePlace tp = tile_place(T, item, T.s.n);  // planes = images here
+    const std::int64_t n0 = tp.plane0;
+    const int np = tp.np, oh0 = tp.r0, ow0 = tp.c0;
     if (with_weight) {
       __syncthreads();  // the previous item's reads of the staged tile are done
       stage_tile(dw_smem, x, np, T.src_h, T.src_w, oh0 * S - int(T.s.pad_top), ow0 * S - int(T.s.pad_left), H, W,
