@@ -9,11 +9,17 @@
 //     "same" padding, whose odd total pad takes the padded-copy path), each pass in f32 (TF32 off), tf32
 //     (f32 tensors, TF32 allowed: PyTorch's default for cuDNN convs) and bf16; the chosen algorithm is shown.
 //     The depthwise layers also through arclight's own depthwise kernels (float32), the op layer's default.
+//   * Batch norm (train mode, float32, no activation) at efficientnet_b0's BN shapes, batch 128: arclight's
+//     kernels (conv_blocks.cuh, the op layer's) beside cuDNN's spatial and spatial-persistent modes, forward
+//     (with the running-statistics update) and backward (dx, dweight, dbias); GB/s over the floor (forward reads x
+//     and writes y, backward reads x and dy and writes dx), and each cuDNN result's largest difference from
+//     arclight's relative to arclight's largest value (y, dx, dweight), so the comparison is of equal work.
 // Prints a markdown table on stdout (and to --markdown FILE). Exits 0 with a message when there is no GPU.
 // Usage: bench_device_dnn [--reps N] [--search heuristic|benchmark] [--markdown FILE]
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -105,6 +111,24 @@ struct Row {
   double ms, flops;
 };
 
+struct BnRow {
+  std::string shape, impl, pass;
+  double ms, bytes, rel_diff;  // rel_diff < 0: the reference itself
+};
+
+// max |a - b| / max |a| over two device float arrays of `count` elements.
+double rel_diff(const void* a, const void* b, std::size_t count) {
+  std::vector<float> ha(count), hb(count);
+  check(cudaMemcpy(ha.data(), a, count * 4, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  check(cudaMemcpy(hb.data(), b, count * 4, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    diff = std::max(diff, double(std::fabs(ha[i] - hb[i])));
+    scale = std::max(scale, double(std::fabs(ha[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
 struct ConvLayer {
   const char* name;
   std::int64_t c_in, hw, c_out, k, stride, groups;
@@ -157,6 +181,7 @@ int main(int argc, char** argv) {
   check(cudaEventCreate(&timer.stop), "cudaEventCreate");
 
   std::vector<Row> rows;
+  std::vector<BnRow> bn_rows;
   try {
     // ---- GEMM 4096³ ----------------------------------------------------------------------------------------
     {
@@ -266,6 +291,61 @@ int main(int argc, char** argv) {
                              timer.time_ms(fn), 2.0 * double(s.macs())});
       }
     }
+
+    // ---- batch norm: arclight's kernels vs cuDNN ----------------------------------------------------------------
+    struct BnShape {
+      std::int64_t c, hw;
+    };
+    for (const BnShape& b : {BnShape{32, 112}, BnShape{96, 112}, BnShape{144, 56}, BnShape{240, 28},
+                             BnShape{480, 14}, BnShape{1152, 7}}) {
+      const kc::BatchNormDims d{batch, b.c, b.hw * b.hw};
+      const std::size_t count = std::size_t(d.n * d.c * d.inner), cb = std::size_t(d.c) * 4;
+      const std::string shape = arclight::str_cat(b.c, " ch @", b.hw, "x", b.hw);
+      const float eps = 1e-3f, momentum = 0.1f;
+      Buf x(count * 4), dy(count * 4), w(cb), bias(cb), rm(cb), rv(cb);
+      Buf y_ref(count * 4), dx_ref(count * 4), dw_ref(cb), db_ref(cb), sm_ref(cb), si_ref(cb);
+      Buf y(count * 4), dx(count * 4), dw(cb), db(cb), sm(cb), si(cb);
+      Buf ws(std::size_t(kc::batch_norm_workspace_floats(d)) * 4);
+      fill_random(x.p, count, DType::f32, 21);
+      fill_random(dy.p, count, DType::f32, 22);
+      fill_random(w.p, std::size_t(d.c), DType::f32, 23);
+      fill_random(bias.p, std::size_t(d.c), DType::f32, 24);
+      fill_random(rm.p, std::size_t(d.c), DType::f32, 25);
+      check(cudaMemset(rv.p, 0, cb), "cudaMemset");  // a variance must not be negative: start from 0
+      auto f = [](Buf& buf) { return static_cast<float*>(buf.p); };
+      const double fwd_bytes = 2.0 * double(count) * 4, bwd_bytes = 3.0 * double(count) * 4;
+      // arclight (the reference of the differences)
+      const auto ours_fwd = [&] {
+        kc::batch_norm_forward_train(d, f(x), f(w), f(bias), eps, momentum, f(rm), f(rv), f(y_ref), f(sm_ref),
+                                     f(si_ref), ak::Activation::Identity, f(ws), nullptr);
+      };
+      const auto ours_bwd = [&] {
+        kc::batch_norm_backward_train(d, f(x), f(dy), f(w), f(bias), f(sm_ref), f(si_ref), f(dx_ref), f(dw_ref),
+                                      f(db_ref), ak::Activation::Identity, f(ws), nullptr);
+      };
+      bn_rows.push_back(BnRow{shape, "arclight", "forward", timer.time_ms(ours_fwd), fwd_bytes, -1});
+      bn_rows.push_back(BnRow{shape, "arclight", "backward", timer.time_ms(ours_bwd), bwd_bytes, -1});
+      ours_fwd();
+      ours_bwd();
+      for (const bool persistent : {false, true}) {
+        const char* impl = persistent ? "cuDNN spatial persistent" : "cuDNN spatial";
+        const auto fwd = [&] {
+          kc::cudnn_batch_norm_forward_train(d, persistent, f(x), f(w), f(bias), eps, momentum, f(rm), f(rv), f(y),
+                                             f(sm), f(si), nullptr);
+        };
+        const auto bwd = [&] {
+          kc::cudnn_batch_norm_backward_train(d, persistent, f(x), f(dy), f(w), eps, f(sm), f(si), f(dx), f(dw),
+                                              f(db), nullptr);
+        };
+        const double fwd_ms = timer.time_ms(fwd), bwd_ms = timer.time_ms(bwd);
+        fwd();
+        bwd();
+        check(cudaDeviceSynchronize(), "batch norm");
+        bn_rows.push_back(BnRow{shape, impl, "forward", fwd_ms, fwd_bytes, rel_diff(y_ref.p, y.p, count)});
+        bn_rows.push_back(BnRow{shape, impl, "backward", bwd_ms, bwd_bytes,
+                                std::max(rel_diff(dx_ref.p, dx.p, count), rel_diff(dw_ref.p, dw.p, std::size_t(d.c)))});
+      }
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_device_dnn: %s\n", e.what());
     return 1;
@@ -278,6 +358,13 @@ int main(int argc, char** argv) {
   for (const Row& r : rows)
     md += arclight::str_cat("| ", r.op, " | ", r.shape, " | ", r.dtype, " | ", r.pass, " | ", r.algo, " | ",
                             fmt("%.3f", r.ms), " | ", fmt("%.1f", r.flops / (r.ms * 1e-3) / 1e12), " |\n");
+  md += arclight::str_cat("\n### batch norm, train mode, float32 (batch 128, median of ", reps, ", L2 flushed)\n\n",
+                          "| shape | implementation | pass | ms | GB/s (floor) | max diff / max vs arclight |\n",
+                          "|---|---|---|---:|---:|---:|\n");
+  for (const BnRow& r : bn_rows)
+    md += arclight::str_cat("| ", r.shape, " | ", r.impl, " | ", r.pass, " | ", fmt("%.3f", r.ms), " | ",
+                            fmt("%.0f", r.bytes / (r.ms * 1e-3) / 1e9), " | ",
+                            r.rel_diff < 0 ? std::string("(reference)") : fmt("%.1e", r.rel_diff), " |\n");
   std::printf("\n%s", md.c_str());
   if (!markdown.empty()) {
     std::ofstream f(markdown);

@@ -864,4 +864,107 @@ void conv2d_backward_filter(const Conv2dShape& s, DType dtype, const void* x, co
   }
 }
 
+// ---- batch normalization through cuDNN ----------------------------------------------------------------------
+
+namespace dnn_detail {
+
+// The descriptors of one batch-norm call: x as [n, c, inner, 1] float32 NCHW, the per-channel tensor derived
+// from it. Destroyed with the object (per call: these calls are for measurement, not a hot path of the op layer).
+struct BnDescs {
+  cudnnTensorDescriptor_t x = nullptr, ch = nullptr;
+  cudnnBatchNormMode_t mode = CUDNN_BATCHNORM_SPATIAL;
+  BnDescs(const BatchNormDims& d, bool persistent, float eps, const char* op) {
+    ARCLIGHT_CHECK(d.n >= 1 && d.c >= 1 && d.inner >= 1 && d.n * d.inner > 1, op,
+                   "expected n, c, inner >= 1 and more than one value per channel, got [", d.n, ", ", d.c, ", ",
+                   d.inner, "]");
+    ARCLIGHT_CHECK(d.n <= INT_MAX && d.c <= INT_MAX && d.inner <= INT_MAX && d.n * d.c * d.inner <= INT_MAX, op,
+                   "tensor [", d.n, ", ", d.c, ", ", d.inner, "] is too large for cuDNN's 32-bit descriptors");
+    ARCLIGHT_CHECK(double(eps) >= CUDNN_BN_MIN_EPSILON, op, "eps ", eps, " is below cuDNN's minimum ",
+                   CUDNN_BN_MIN_EPSILON);
+    mode = persistent ? CUDNN_BATCHNORM_SPATIAL_PERSISTENT : CUDNN_BATCHNORM_SPATIAL;
+    check_cudnn(cudnnCreateTensorDescriptor(&x), op, "cudnnCreateTensorDescriptor");
+    const cudnnStatus_t st = cudnnCreateTensorDescriptor(&ch);
+    if (st != CUDNN_STATUS_SUCCESS) {
+      cudnnDestroyTensorDescriptor(x);
+      check_cudnn(st, op, "cudnnCreateTensorDescriptor");
+    }
+    try {
+      check_cudnn(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, int(d.n), int(d.c),
+                                             int(d.inner), 1),
+                  op, "cudnnSetTensor4dDescriptor");
+      check_cudnn(cudnnDeriveBNTensorDescriptor(ch, x, mode), op, "cudnnDeriveBNTensorDescriptor");
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  void destroy() noexcept {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (ch) cudnnDestroyTensorDescriptor(ch);
+    x = ch = nullptr;
+  }
+  ~BnDescs() { destroy(); }
+  BnDescs(const BnDescs&) = delete;
+  BnDescs& operator=(const BnDescs&) = delete;
+};
+
+}  // namespace dnn_detail
+
+// cuDNN marks its batch-norm calls deprecated in favour of the graph API; they remain supported in cuDNN 9.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#pragma nv_diag_suppress 1444
+#pragma nv_diag_suppress 1215
+
+void cudnn_batch_norm_forward_train(const BatchNormDims& d, bool persistent, const float* x, const float* weight,
+                                    const float* bias, float eps, float momentum, float* running_mean,
+                                    float* running_var, float* y, float* save_mean, float* save_invstd,
+                                    Stream stream) {
+  constexpr const char* op = "cudnn_batch_norm_forward_train";
+  dnn_detail::check_ptr(x, op, "input");
+  dnn_detail::check_ptr(weight, op, "weight");
+  dnn_detail::check_ptr(bias, op, "bias");
+  dnn_detail::check_ptr(y, op, "output");
+  dnn_detail::check_ptr(save_mean, op, "save_mean");
+  dnn_detail::check_ptr(save_invstd, op, "save_invstd");
+  ARCLIGHT_CHECK((running_mean == nullptr) == (running_var == nullptr), op,
+                 "running_mean and running_var must both be given or both be null");
+  ARCLIGHT_CHECK(momentum >= 0.f && momentum <= 1.f, op, "momentum ", momentum, " is outside [0, 1]");
+  dnn_detail::BnDescs desc(d, persistent, eps, op);  // after every host-side check: this talks to cuDNN
+  dnn_detail::Handles& h = dnn_detail::handles_for_current_device(op);
+  dnn_detail::check_cudnn(cudnnSetStream(h.dnn, stream), op, "cudnnSetStream");
+  const float alpha = 1.f, beta = 0.f;
+  dnn_detail::check_cudnn(
+      cudnnBatchNormalizationForwardTraining(h.dnn, desc.mode, &alpha, &beta, desc.x, x, desc.x, y, desc.ch, weight,
+                                             bias, running_mean ? double(momentum) : 0.0, running_mean, running_var,
+                                             double(eps), save_mean, save_invstd),
+      op, "cudnnBatchNormalizationForwardTraining");
+}
+
+void cudnn_batch_norm_backward_train(const BatchNormDims& d, bool persistent, const float* x, const float* dy,
+                                     const float* weight, float eps, const float* save_mean, const float* save_invstd,
+                                     float* dx, float* dweight, float* dbias, Stream stream) {
+  constexpr const char* op = "cudnn_batch_norm_backward_train";
+  dnn_detail::check_ptr(x, op, "input");
+  dnn_detail::check_ptr(dy, op, "dy");
+  dnn_detail::check_ptr(weight, op, "weight");
+  dnn_detail::check_ptr(save_mean, op, "save_mean");
+  dnn_detail::check_ptr(save_invstd, op, "save_invstd");
+  dnn_detail::check_ptr(dx, op, "dx");
+  dnn_detail::check_ptr(dweight, op, "dweight");
+  dnn_detail::check_ptr(dbias, op, "dbias");
+  dnn_detail::BnDescs desc(d, persistent, eps, op);
+  dnn_detail::Handles& h = dnn_detail::handles_for_current_device(op);
+  dnn_detail::check_cudnn(cudnnSetStream(h.dnn, stream), op, "cudnnSetStream");
+  const float one = 1.f, zero = 0.f;
+  dnn_detail::check_cudnn(cudnnBatchNormalizationBackward(h.dnn, desc.mode, &one, &zero, &one, &zero, desc.x, x, desc.x,
+                                                          dy, desc.x, dx, desc.ch, weight, dweight, dbias, double(eps),
+                                                          save_mean, save_invstd),
+                          op, "cudnnBatchNormalizationBackward");
+}
+
+#pragma nv_diag_default 1444
+#pragma nv_diag_default 1215
+#pragma GCC diagnostic pop
+
 }  // namespace arclight::kernels::cuda

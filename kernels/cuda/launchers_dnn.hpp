@@ -34,6 +34,7 @@
 #include "arclight/core/dtype.hpp"
 #include "kernels/common/conv_shape.hpp"
 #include "kernels/cuda/launchers.hpp"
+#include "kernels/cuda/launchers_ops.hpp"
 
 namespace arclight::kernels::cuda {
 
@@ -145,5 +146,23 @@ void conv2d_backward_data(const Conv2dShape& s, DType dtype, const void* dy, con
 // ensures: dw and dbias overwritten (not accumulated).
 void conv2d_backward_filter(const Conv2dShape& s, DType dtype, const void* x, const void* dy, void* dw,
                             float* dbias, void* workspace, std::size_t workspace_bytes, Stream stream);
+
+// ---- batch normalization through cuDNN ----------------------------------------------------------------------
+// The alternative to conv_blocks.cuh's batch-norm kernels (which the op layer uses): bench_device_dnn times both
+// on the same tensors and reports how far apart their results are, so the faster can be chosen on measurements.
+// Float32 x viewed as [n, c, inner] (NCHW with inner = H·W), spatial mode (statistics per channel over n·inner);
+// `persistent` selects cuDNN's CUDNN_BATCHNORM_SPATIAL_PERSISTENT variant. No fused activation.
+// cudnn_batch_norm_forward_train: the contract of batch_norm_forward_train (launchers_ops.hpp) with identity
+// activation, except: weight and bias must be non-null, eps >= CUDNN_BN_MIN_EPSILON (0 in cuDNN 9), the running
+// statistics (both non-null, or both null to skip) are averaged with factor `momentum`.
+void cudnn_batch_norm_forward_train(const BatchNormDims& d, bool persistent, const float* x, const float* weight,
+                                    const float* bias, float eps, float momentum, float* running_mean,
+                                    float* running_var, float* y, float* save_mean, float* save_invstd,
+                                    Stream stream);
+// cudnn_batch_norm_backward_train: dx, dweight, dbias (all non-null) through the batch statistics saved by the
+// forward (save_mean, save_invstd from either implementation: both store mean and 1/sqrt(var + eps)).
+void cudnn_batch_norm_backward_train(const BatchNormDims& d, bool persistent, const float* x, const float* dy,
+                                     const float* weight, float eps, const float* save_mean, const float* save_invstd,
+                                     float* dx, float* dweight, float* dbias, Stream stream);
 
 }  // namespace arclight::kernels::cuda

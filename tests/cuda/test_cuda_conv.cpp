@@ -6,7 +6,8 @@
 // asymmetric padding (odd total: padded-copy path), explicit asymmetric pads, batch > 1, with and without bias.
 // Also: the algorithm cache (a miss, then hits, a new key per setting), deterministic mode (bit-identical
 // repeats, algorithms cuDNN reports deterministic), the workspace cap, benchmark search, a too-small workspace
-// and the host-side validation (which runs without a GPU too).
+// and the host-side validation (which runs without a GPU too). Last, cuDNN's batch normalization (the alternative
+// bench_device_dnn times against ours) against arclight's batch-norm kernels.
 #include <cmath>
 #include <cstring>
 #include <ostream>
@@ -433,6 +434,72 @@ TEST(CudaConvValidation, SameShapeArithmeticMatchesTheCpuConvention) {
   EXPECT_EQ(dil.pad_right, 2);
   EXPECT_EQ(dil.out_h, 5);
   EXPECT_EQ(dil.out_w, 6);
+}
+
+// cuDNN's batch normalization against arclight's kernels (conv_blocks.cuh, themselves tested against the CPU in
+// cuda_op_kernels) on the same fresh random tensors, outputs pre-filled with NaN: y, the saved mean and inverse
+// std, the running statistics, dx, dweight and dbias, in both spatial modes; shapes with inner 1 (BatchNorm1d),
+// odd sizes and a nonzero mean.
+TEST(CudnnBatchNorm, MatchesArclightsKernels) {
+  ARCLIGHT_REQUIRE_GPU();
+  const std::uint64_t seed = fresh_seed();
+  ARCLIGHT_TRACE_SEED(seed);
+  std::mt19937_64 g(seed);
+  const float eps = 1e-3f, momentum = 0.1f;
+  for (const kc::BatchNormDims d : {kc::BatchNormDims{4, 6, 25}, kc::BatchNormDims{3, 5, 1},
+                                    kc::BatchNormDims{2, 3, 301}}) {
+    const std::size_t count = std::size_t(d.n * d.c * d.inner), c = std::size_t(d.c);
+    const auto x = uniform(count, g, -2.f, 3.f), dy = uniform(count, g, -1.f, 1.f);
+    const auto w = uniform(c, g, 0.5f, 1.5f), b = uniform(c, g, -1.f, 1.f);
+    const auto rm0 = uniform(c, g, -0.5f, 0.5f), rv0 = uniform(c, g, 0.5f, 2.f);
+    DeviceBuffer<float> dx_in(x), ddy(dy), dw_in(w), db_in(b);
+    DeviceBuffer<float> rm(rm0), rv(rv0);
+    auto y = garbage(count), sm = garbage(c), si = garbage(c), gx = garbage(count), gw = garbage(c), gb = garbage(c);
+    auto ws = garbage(std::size_t(kc::batch_norm_workspace_floats(d)));
+    kc::batch_norm_forward_train(d, dx_in.data(), dw_in.data(), db_in.data(), eps, momentum, rm.data(), rv.data(),
+                                 y.data(), sm.data(), si.data(), ak::Activation::Identity, ws.data(), nullptr);
+    kc::batch_norm_backward_train(d, dx_in.data(), ddy.data(), dw_in.data(), db_in.data(), sm.data(), si.data(),
+                                  gx.data(), gw.data(), gb.data(), ak::Activation::Identity, ws.data(), nullptr);
+    for (const bool persistent : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "[" << d.n << ", " << d.c << ", " << d.inner << "] "
+                                        << (persistent ? "spatial persistent" : "spatial"));
+      DeviceBuffer<float> crm(rm0), crv(rv0);
+      auto cy = garbage(count), csm = garbage(c), csi = garbage(c), cgx = garbage(count), cgw = garbage(c),
+           cgb = garbage(c);
+      kc::cudnn_batch_norm_forward_train(d, persistent, dx_in.data(), dw_in.data(), db_in.data(), eps, momentum,
+                                         crm.data(), crv.data(), cy.data(), csm.data(), csi.data(), nullptr);
+      kc::cudnn_batch_norm_backward_train(d, persistent, dx_in.data(), ddy.data(), dw_in.data(), eps, csm.data(),
+                                          csi.data(), cgx.data(), cgw.data(), cgb.data(), nullptr);
+      EXPECT_TRUE(near_all(cy.download(), y.download(), 1e-5, 1e-5, "y"));
+      EXPECT_TRUE(near_all(csm.download(), sm.download(), 1e-5, 1e-6, "saved mean"));
+      EXPECT_TRUE(near_all(csi.download(), si.download(), 1e-5, 1e-6, "saved inverse std"));
+      EXPECT_TRUE(near_all(crm.download(), rm.download(), 1e-5, 1e-6, "running mean"));
+      EXPECT_TRUE(near_all(crv.download(), rv.download(), 1e-5, 1e-6, "running variance (unbiased)"));
+      EXPECT_TRUE(near_all(cgx.download(), gx.download(), 1e-4, 1e-5, "dx"));
+      EXPECT_TRUE(near_all(cgw.download(), gw.download(), 1e-4, 1e-4, "dweight"));
+      EXPECT_TRUE(near_all(cgb.download(), gb.download(), 1e-4, 1e-4, "dbias"));
+    }
+  }
+}
+
+// Refused on the host before any cuDNN call (runs without a GPU).
+TEST(CudnnBatchNormValidation, RefusesBadArguments) {
+  const kc::BatchNormDims d{2, 3, 4};
+  float* f = fake<float>();
+  EXPECT_ERROR_WITH(kc::cudnn_batch_norm_forward_train(d, false, f, nullptr, f, 1e-3f, 0.1f, f, f, f, f, f, nullptr),
+                    "cudnn_batch_norm_forward_train", "weight must not be null");
+  EXPECT_ERROR_WITH(kc::cudnn_batch_norm_forward_train(d, false, f, f, f, 1e-3f, 0.1f, f, nullptr, f, f, f, nullptr),
+                    "running_mean and running_var");
+  EXPECT_ERROR_WITH(kc::cudnn_batch_norm_forward_train(d, false, f, f, f, 1e-3f, 1.5f, f, f, f, f, f, nullptr),
+                    "momentum");
+  EXPECT_ERROR_WITH(kc::cudnn_batch_norm_forward_train(d, true, f, f, f, -1e-3f, 0.1f, f, f, f, f, f, nullptr),
+                    "below cuDNN's minimum");
+  EXPECT_ERROR_WITH(kc::cudnn_batch_norm_forward_train(kc::BatchNormDims{1, 3, 1}, false, f, f, f, 1e-3f, 0.1f, f, f,
+                                                       f, f, f, nullptr),
+                    "more than one value per channel");
+  EXPECT_ERROR_WITH(
+      kc::cudnn_batch_norm_backward_train(d, false, f, f, f, 1e-3f, f, f, f, f, nullptr, nullptr),
+      "cudnn_batch_norm_backward_train", "dbias must not be null");
 }
 
 }  // namespace
