@@ -160,7 +160,11 @@ def main():
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.amp)
     amp = torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     # Disabled (a pass-through) unless fp16: scale() returns the loss, step() calls opt.step(), update() does nothing.
-    scaler = torch.cuda.amp.GradScaler(enabled=a.amp == "fp16")
+    # torch.amp.GradScaler("cuda") where it exists (torch >= 2.3; the old spelling warns there), else torch.cuda.amp's.
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        scaler = torch.amp.GradScaler("cuda", enabled=a.amp == "fp16")
+    else:
+        scaler = torch.cuda.amp.GradScaler(enabled=a.amp == "fp16")
 
     def step():
         with amp:
