@@ -5,8 +5,9 @@
 // reported in TFLOP/s.
 //   * GEMM: 4096³ row-major, f32 with TF32 off, f32 with TF32 on, bf16 inputs with f32 accumulation/output.
 //   * Convolutions: efficientnet_b0-like layers at batch 128, 224 px input (stem 3x3 s2 3->32 @224, depthwise
-//     3x3 @112 ch 32, depthwise 3x3 s2 @56 ch 144, 1x1 32->16 @112, 1x1 192->1152 @7, plus the stem with TF
-//     "same" padding, whose odd total pad takes the padded-copy path), each pass in f32 (TF32 off), tf32
+//     3x3 @112 ch 32, depthwise 3x3 s2 and 5x5 s2 @56 ch 144, 5x5 @14 ch 672, 3x3 @7 ch 1152, 1x1 32->16 @112,
+//     1x1 192->1152 @7, plus the stem with TF "same" padding, whose odd total pad takes the padded-copy path),
+//     each pass in f32 (TF32 off), tf32
 //     (f32 tensors, TF32 allowed: PyTorch's default for cuDNN convs) and bf16; the chosen algorithm is shown.
 //     The depthwise layers also through arclight's own depthwise kernels (float32), the op layer's default.
 //   * Batch norm (train mode, float32, no activation) at efficientnet_b0's BN shapes, batch 128: arclight's
@@ -216,6 +217,9 @@ int main(int argc, char** argv) {
         {"stem 3x3 s2 same", 3, 224, 32, 3, 2, 1, true},
         {"dw 3x3", 32, 112, 32, 3, 1, 32},
         {"dw 3x3 s2", 144, 56, 144, 3, 2, 144},
+        {"dw 5x5 s2", 144, 56, 144, 5, 2, 144},  // the tiled kernels' 5x5 path
+        {"dw 5x5", 672, 14, 672, 5, 1, 672},     // small planes, several per block
+        {"dw 3x3", 1152, 7, 1152, 3, 1, 1152},   // 7x7 planes
         {"pw 1x1", 32, 112, 16, 1, 1, 1},
         {"pw 1x1", 192, 7, 1152, 1, 1, 1},
     };
