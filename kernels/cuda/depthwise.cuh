@@ -154,8 +154,10 @@ struct Tiling {
   std::int64_t slices = 1;  // backward-filter: blocks per channel
 };
 
+// The tiled kernels' shapes: 3×3 or 5×5, equal strides 1 or 2, and planes whose index fits 32-bit arithmetic.
 inline bool tiled_kernel_size(const Conv2dShape& s) {
-  return s.kh == s.kw && (s.kh == 3 || s.kh == 5) && s.stride_h == s.stride_w && (s.stride_h == 1 || s.stride_h == 2);
+  return s.kh == s.kw && (s.kh == 3 || s.kh == 5) && s.stride_h == s.stride_w && (s.stride_h == 1 || s.stride_h == 2) &&
+         s.h * s.w <= 0x7FFFFFFF && s.out_h * s.out_w <= 0x7FFFFFFF;
 }
 
 // Source rows (or columns) a tile of `t` results needs. Over outputs (forward, backward-filter): the window span.
