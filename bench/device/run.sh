@@ -59,6 +59,10 @@ case "${1:-}" in
   "") ;;
   *) echo "usage: $0 [--force | --train-only | --pack-deps]" >&2; exit 2 ;;
 esac
+if ! [[ "${ARCLIGHT_TS_ROUNDS:-2}" =~ ^[1-9][0-9]*$ ]]; then
+  echo "$0: ARCLIGHT_TS_ROUNDS must be a positive integer, got '${ARCLIGHT_TS_ROUNDS}'" >&2
+  exit 2
+fi
 
 LOG="${OUT:-$BUILD/logs}"
 mkdir -p "$LOG" "$BUILD"
@@ -215,13 +219,15 @@ DNN_BENCH_EXE="$BUILD/bench_device_dnn"
 TS_EXE="$BUILD/train_step_cuda"
 TS_ARGS=(--img "${ARCLIGHT_TS_IMG:-224}" --batch "${ARCLIGHT_TS_BATCH:-128}" --steps "${ARCLIGHT_TS_STEPS:-10}" \
          --warmup 3 --embed-steps 5 --classes 1000 --threads 4)
-torch_cuda() { [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; }
+# Whether this machine's python has torch with CUDA (asked once: importing torch takes seconds of the budget).
+HAVE_TORCH=0
+if [ -n "$GPU_NAME" ] && [ -n "$PY" ] && timeout 60 "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  HAVE_TORCH=1
+fi
 
 # ---- 5a. --train-only: the train-step pairs alone, repeated (the ratio's spread on a shared machine) ---------------
 if (( TRAIN_ONLY )); then
   if (( BUILD_RC == 0 )) && [ -n "$GPU_NAME" ]; then
-    HAVE_TORCH=0
-    torch_cuda && HAVE_TORCH=1
     for round in $(seq 1 "${ARCLIGHT_TS_ROUNDS:-2}"); do
       for amp in off bf16 fp16; do
         run_step "r$round train_step arclight $amp" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp "$amp" \
@@ -253,7 +259,7 @@ if (( BUILD_RC == 0 )); then
   if [ -x "$TS_EXE" ] && [ -n "$GPU_NAME" ]; then
     for amp in off bf16; do
       run_step "train_step arclight $amp" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp "$amp" "${TS_ARGS[@]}"
-      if torch_cuda; then
+      if (( HAVE_TORCH )); then
         run_step "train_step torch $amp" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
           --device cuda --amp "$amp" "${TS_ARGS[@]}"
       else
@@ -294,7 +300,7 @@ if (( BUILD_RC == 0 )); then
     { echo; echo "device time per op type, efficientnet_b0 bf16 train step (train_step --profile):"
       sed -n '/^-- train/,/^(profiled span)/p' "$LOG/train_profile.log"; } >>"$LOG/bench.md" 2>/dev/null
     run_step "train_step arclight fp16" 120 "$LOG/train_step.log" "$TS_EXE" --device cuda --amp fp16 "${TS_ARGS[@]}"
-    if torch_cuda; then
+    if (( HAVE_TORCH )); then
       run_step "train_step torch fp16" 120 "$LOG/train_step.log" "$PY" "$REPO/bench/torch_train_step.py" \
         --device cuda --amp fp16 "${TS_ARGS[@]}"
     fi

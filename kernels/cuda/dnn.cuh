@@ -21,6 +21,7 @@
 #include <array>
 #include <atomic>
 #include <climits>
+#include <initializer_list>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -638,6 +639,10 @@ inline void check_workspace(const ConvPlan& p, const Conv2dShape& s, DType dtype
 inline void check_ptr(const void* p, const char* op, const char* name) {
   ARCLIGHT_CHECK(p != nullptr, op, name, " must not be null");
 }
+// check_ptr for each (pointer, name), in order.
+inline void check_ptrs(const char* op, std::initializer_list<std::pair<const void*, const char*>> ptrs) {
+  for (const auto& [p, name] : ptrs) check_ptr(p, op, name);
+}
 
 }  // namespace dnn_detail
 
@@ -921,12 +926,8 @@ void cudnn_batch_norm_forward_train(const BatchNormDims& d, bool persistent, con
                                     float* running_var, float* y, float* save_mean, float* save_invstd,
                                     Stream stream) {
   constexpr const char* op = "cudnn_batch_norm_forward_train";
-  dnn_detail::check_ptr(x, op, "input");
-  dnn_detail::check_ptr(weight, op, "weight");
-  dnn_detail::check_ptr(bias, op, "bias");
-  dnn_detail::check_ptr(y, op, "output");
-  dnn_detail::check_ptr(save_mean, op, "save_mean");
-  dnn_detail::check_ptr(save_invstd, op, "save_invstd");
+  dnn_detail::check_ptrs(op, {{x, "input"}, {weight, "weight"}, {bias, "bias"}, {y, "output"},
+                              {save_mean, "save_mean"}, {save_invstd, "save_invstd"}});
   ARCLIGHT_CHECK((running_mean == nullptr) == (running_var == nullptr), op,
                  "running_mean and running_var must both be given or both be null");
   ARCLIGHT_CHECK(momentum >= 0.f && momentum <= 1.f, op, "momentum ", momentum, " is outside [0, 1]");
@@ -945,14 +946,8 @@ void cudnn_batch_norm_backward_train(const BatchNormDims& d, bool persistent, co
                                      const float* weight, float eps, const float* save_mean, const float* save_invstd,
                                      float* dx, float* dweight, float* dbias, Stream stream) {
   constexpr const char* op = "cudnn_batch_norm_backward_train";
-  dnn_detail::check_ptr(x, op, "input");
-  dnn_detail::check_ptr(dy, op, "dy");
-  dnn_detail::check_ptr(weight, op, "weight");
-  dnn_detail::check_ptr(save_mean, op, "save_mean");
-  dnn_detail::check_ptr(save_invstd, op, "save_invstd");
-  dnn_detail::check_ptr(dx, op, "dx");
-  dnn_detail::check_ptr(dweight, op, "dweight");
-  dnn_detail::check_ptr(dbias, op, "dbias");
+  dnn_detail::check_ptrs(op, {{x, "input"}, {dy, "dy"}, {weight, "weight"}, {save_mean, "save_mean"},
+                              {save_invstd, "save_invstd"}, {dx, "dx"}, {dweight, "dweight"}, {dbias, "dbias"}});
   dnn_detail::BnDescs desc(d, persistent, eps, op);
   dnn_detail::Handles& h = dnn_detail::handles_for_current_device(op);
   dnn_detail::check_cudnn(cudnnSetStream(h.dnn, stream), op, "cudnnSetStream");
